@@ -1,0 +1,43 @@
+# featurelib developer commands. `make demo` and `make test` work on a fresh machine with Python 3.11:
+# they create .venv and install the project (with the dev extra) on first use.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+REPO ?= feature_repo
+
+.PHONY: help install demo test lint format bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install featurelib with the dev extra
+
+demo: $(STAMP) ## generate the flights demo data and build the demo training set
+	$(VENV)/bin/featurelib demo-data --repo $(REPO)
+	$(VENV)/bin/featurelib training-set --repo $(REPO) --service flight_delay \
+		--spine $(REPO)/data/spine.parquet --out $(REPO)/data/training_set.parquet
+
+test: $(STAMP) ## run the test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP) ## run the benchmarks (prints ratios against anchors measured in the same run)
+	$(PY) benchmarks/offline_pit.py
+
+clean: ## remove the virtualenv and generated data
+	rm -rf $(VENV) $(REPO)/data

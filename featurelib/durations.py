@@ -1,0 +1,68 @@
+"""Parsing and canonical formatting of durations such as "5min", "1h", "7d"."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from featurelib.errors import DefinitionError
+
+_UNITS = {
+    "s": timedelta(seconds=1),
+    "sec": timedelta(seconds=1),
+    "m": timedelta(minutes=1),
+    "min": timedelta(minutes=1),
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+}
+_PATTERN = re.compile(r"^\s*(\d+)\s*(s|sec|m|min|h|d|w)\s*$")
+
+
+def parse_duration(value: str | timedelta, *, where: str) -> timedelta:
+    """Turn "90s", "5min", "1h", "7d", "2w" or a timedelta into a positive timedelta."""
+    if isinstance(value, timedelta):
+        result = value
+    else:
+        match = _PATTERN.match(str(value))
+        if not match:
+            raise DefinitionError(
+                f"cannot read duration {value!r}",
+                where=where,
+                hint='write a whole number and a unit, e.g. "30s", "5min", "1h", "7d", "2w"',
+            )
+        result = int(match.group(1)) * _UNITS[match.group(2)]
+    if result <= timedelta(0):
+        raise DefinitionError(
+            f"duration must be positive, got {value!r}", where=where, hint='e.g. "1h"'
+        )
+    if result % timedelta(seconds=1):
+        raise DefinitionError(
+            f"duration must be a whole number of seconds, got {value!r}", where=where
+        )
+    return result
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest canonical spelling: 7 days -> "7d", 90 minutes -> "90min"."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def to_micros(value: timedelta) -> int:
+    """Whole microseconds in `value` (exact, no float rounding)."""
+    return (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+def default_hop(window: timedelta) -> timedelta:
+    """The default hop of a sawtooth window (design §3): coarser hops for longer windows."""
+    if window > timedelta(days=12):
+        return timedelta(days=1)
+    if window > timedelta(hours=12):
+        return timedelta(hours=1)
+    if window > timedelta(hours=1):
+        return timedelta(minutes=5)
+    return timedelta(minutes=1)

@@ -1,0 +1,205 @@
+"""`training_set`: point-in-time-correct feature frames for a feature service."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from featurelib.compile.polars_expr import polars_dtype, to_polars
+from featurelib.errors import SpineError
+from featurelib.offline import plain, windows
+from featurelib.offline.io import ORDER, cast_keys, read_source, read_spine
+from featurelib.offline.states import State
+from featurelib.repo import Repo
+from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
+
+ROW = "__row"
+Progress = Callable[[str], None]
+
+
+def stderr_progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _required_views(
+    service: FeatureService,
+) -> tuple[list[FeatureView | AggregationView], list[OnDemandView]]:
+    """Stored views needed (including on-demand inputs) and on-demand views, in first-use order."""
+    stored: dict[str, FeatureView | AggregationView] = {}
+    on_demand: dict[str, OnDemandView] = {}
+    for proj in service.projections:
+        view = proj.view
+        if isinstance(view, OnDemandView):
+            for item in view.inputs:
+                if isinstance(item, FeatureView | AggregationView):
+                    stored.setdefault(item.name, item)
+            on_demand.setdefault(view.name, view)
+        else:
+            stored.setdefault(view.name, view)
+    return list(stored.values()), list(on_demand.values())
+
+
+def _key_types(view: FeatureView | AggregationView) -> dict[str, Any]:
+    return {k: t for e in view.entities for k, t in e.join_keys}
+
+
+def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
+    stored, on_demand = _required_views(service)
+    needed = {k: v.name for v in stored for k in v.join_keys}
+    for od in on_demand:
+        needed.update({f: od.name for f in od.request_fields()})
+    missing = [c for c in needed if c not in spine.columns]
+    if missing:
+        detail = ", ".join(f"{c!r} (for {needed[c]!r})" for c in missing)
+        raise SpineError(
+            f"spine is missing columns {detail}",
+            where=f"training_set({service.name!r})",
+            hint=f"add them to the spine; it has {spine.columns}",
+        )
+    clash = [c for c in service.output_names() if c in spine.columns and c != ts]
+    if clash:
+        raise SpineError(
+            f"spine columns {clash} have the names of output features",
+            where=f"training_set({service.name!r})",
+            hint="rename the spine columns or the features (Projection.rename)",
+        )
+
+
+def _plain(
+    view: FeatureView, spine: pl.LazyFrame, root: Path, ts: str
+) -> pl.LazyFrame:
+    keys = list(view.join_keys)
+    source = cast_keys(read_source(view.source, root), _key_types(view))
+    view.feature_dtypes(_actual_columns(source))
+    rows = plain.view_rows(view, source, keys)
+    sides = spine.select(ROW, ts, *keys).sort(ts)
+    joined = plain.join_plain(sides, view, rows, keys, ts)
+    return joined.select(ROW, *[f"{view.name}__{n}" for n in view.feature_names()])
+
+
+def _actual_columns(frame: pl.LazyFrame) -> dict[str, Any]:
+    from featurelib.compile.polars_expr import featurelib_dtype
+
+    return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
+
+
+def _aggregated(
+    view: AggregationView, spine: pl.DataFrame, root: Path, ts: str, progress: Progress | None
+) -> pl.DataFrame:
+    keys = list(view.join_keys)
+    source = cast_keys(read_source(view.source, root), _key_types(view))
+    view.feature_dtypes(_actual_columns(source))
+    created = view.source.created_timestamp_field
+    arg_exprs: list[pl.Expr] = []
+    states: list[State] = []
+    for i, agg in enumerate(view.aggregations):
+        x = pl.lit(1, pl.Int64) if agg.fn.arg is None else to_polars(agg.fn.arg)
+        dtype = pl.select(x).dtypes[0] if agg.fn.arg is None else None
+        arg_exprs.append(x.alias(f"a{i}_x"))
+        states.append(State(agg.fn, f"a{i}", dtype or pl.Null()))
+    frame = (
+        source.select(
+            *keys,
+            pl.col(view.source.timestamp_field).dt.epoch("us").alias(windows.EVENT_US),
+            (pl.col(created) if created else pl.lit(None, pl.Datetime("us", "UTC"))).alias(
+                windows.CREATED
+            ),
+            pl.col(ORDER),
+            *arg_exprs,
+        )
+        .filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
+        .filter(pl.col(windows.EVENT_US).is_not_null())
+    )
+    arg_types = frame.collect_schema()
+    fixed: list[State] = []
+    casts: list[pl.Expr] = []
+    for state in states:
+        col = f"{state.prefix}_x"
+        dtype = arg_types[col]
+        if dtype == pl.Boolean and state.fn.fn in ("sum", "mean", "stddev", "min", "max"):
+            casts.append(pl.col(col).cast(pl.Int64))
+            dtype = pl.Int64()
+        elif dtype.is_float():
+            casts.append(pl.col(col).fill_nan(None))
+        fixed.append(State(state.fn, state.prefix, dtype))
+    if casts:
+        frame = frame.with_columns(casts)
+    events = windows.EventFrame(frame, keys, fixed)
+    by_window: dict[Any, list[tuple[str, State]]] = {}
+    for (name, _, window), state in zip(
+        view.features_with_windows(),
+        [fixed[i] for i, a in enumerate(view.aggregations) for _ in a.windows],
+        strict=True,
+    ):
+        by_window.setdefault(window, []).append((f"{view.name}__{name}", state))
+    query = spine.select(ROW, *keys, pl.col(ts).dt.epoch("us").alias(windows.SPINE_US))
+    out = windows.aggregate_windows(events, query, list(by_window.items()), progress)
+    casts_back = []
+    for i, agg in enumerate(view.aggregations):
+        if agg.fn.fn in ("min", "max") and arg_types[f"a{i}_x"] == pl.Boolean:
+            casts_back += [pl.col(f"{view.name}__{n}").cast(pl.Boolean) for n in agg.feature_names()]
+    return out.with_columns(casts_back) if casts_back else out
+
+
+def training_set(
+    service: FeatureService,
+    spine: Any,
+    *,
+    repo: Repo | str | Path | None = None,
+    timestamp_column: str = "event_timestamp",
+    full_feature_names: bool = False,
+    progress: Progress | None = None,
+) -> pl.DataFrame:
+    """Point-in-time-correct features for each spine row, in spine order.
+
+    The spine (Polars/pandas/Arrow frame or Parquet path) holds the entity keys, a timestamp
+    column and request fields; every other column (labels, ids) is passed through. A spine row
+    with a null or unknown key gets null features. Relative source paths resolve against the
+    repo directory (`repo` root, else the current directory).
+
+    Examples:
+        >>> import featurelib as fl, polars as pl
+        >>> req = fl.RequestSource("req", {"distance": fl.Float64})
+        >>> svc = fl.FeatureService("svc", [fl.OnDemandView("t", [req], {"km": fl.col("distance") * 1.609})])
+        >>> spine = pl.DataFrame({"distance": [100.0], "event_timestamp": ["2013-01-01T00:00:00"]})
+        >>> fl.training_set(svc, spine)["km"].to_list()
+        [160.9]
+    """
+    root = repo.root if isinstance(repo, Repo) else Path(repo or Path.cwd()).resolve()
+    frame = read_spine(spine, timestamp_column)
+    _check_spine(frame, service, timestamp_column)
+    stored, on_demand = _required_views(service)
+    frame = frame.with_row_index(ROW)
+    all_keys: dict[str, Any] = {}
+    for view in stored:
+        all_keys.update(_key_types(view))
+    work = cast_keys(frame.lazy().select(ROW, timestamp_column, *all_keys), all_keys).collect()
+    features = frame.select(ROW)
+    for step, view in enumerate(stored, start=1):
+        started = time.perf_counter()
+        if isinstance(view, FeatureView):
+            part = _plain(view, work.lazy(), root, timestamp_column).collect()
+        else:
+            part = _aggregated(view, work, root, timestamp_column, progress)
+        features = features.join(part, on=ROW, how="left")
+        if progress:
+            elapsed = time.perf_counter() - started
+            progress(f"[{step}/{len(stored)}] {view.name}: {len(part):,} rows in {elapsed:.2f}s")
+    features = features.sort(ROW)
+    joined = pl.concat([frame, features.drop(ROW)], how="horizontal")
+    for view in on_demand:
+        exprs = [
+            to_polars(node).cast(polars_dtype(dtype), strict=False).alias(f"{view.name}__{n}")
+            for (n, node), dtype in zip(view.features, view.feature_dtypes().values(), strict=True)
+        ]
+        joined = joined.with_columns(exprs)
+    outputs = service.output_names(full_feature_names=full_feature_names)
+    internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
+    spine_cols = [c for c in frame.columns if c != ROW]
+    result = joined.select(*spine_cols, *[pl.col(i).alias(o) for i, o in zip(internal, outputs, strict=True)])
+    return result
