@@ -7,8 +7,9 @@ from datetime import timedelta
 from typing import ClassVar, NoReturn
 
 from featurelib import dtypes
-from featurelib.durations import default_hop, format_duration, parse_duration
 from featurelib.dtypes import DType
+from featurelib.durations import default_hop, format_duration, parse_duration
+from featurelib.entity import check_name
 from featurelib.errors import AggregateInRowExpressionError, DefinitionError, WindowError
 from featurelib.expr import Column, Expr, Node, _slug
 
@@ -31,10 +32,15 @@ class AggExpr:
                 f"unknown aggregate function {self.fn!r}",
                 hint=f"use one of {', '.join(AGG_FUNCTIONS)}",
             )
-        if self.fn == "last_n" and (self.k is None or self.k < 1):
+        if self.fn == "last_n" and (
+            not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1
+        ):
             raise DefinitionError(
-                f"last_n needs k >= 1, got {self.k!r}", hint="e.g. fl.last_n(col('x'), 5)"
+                f"last_n needs an integer k >= 1, got {self.k!r}",
+                hint="e.g. fl.last_n(col('x'), 5)",
             )
+        if self.fn != "last_n" and self.k is not None:
+            raise DefinitionError(f"{self.fn}() takes no k", hint="only last_n takes k")
         if self.arg is None and self.fn != "count":
             raise DefinitionError(f"{self.fn}() needs an argument", hint=f"{self.fn}(col('x'))")
 
@@ -46,8 +52,15 @@ class AggExpr:
         )
 
     __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = _no_ops
-    __truediv__ = __rtruediv__ = __lt__ = __le__ = __gt__ = __ge__ = _no_ops
-    __and__ = __rand__ = __or__ = __ror__ = __invert__ = __neg__ = _no_ops
+    __truediv__ = __rtruediv__ = __floordiv__ = __rfloordiv__ = __mod__ = __rmod__ = _no_ops
+    __lt__ = __le__ = __gt__ = __ge__ = _no_ops
+    __and__ = __rand__ = __or__ = __ror__ = __invert__ = __neg__ = __abs__ = _no_ops
+
+    def __getattr__(self, name: str) -> NoReturn:
+        # Row-expression methods (`.fill_null`, `.cast`, `.str`, ...) do not apply to aggregates.
+        if not name.startswith("_") and hasattr(Expr, name):
+            self._no_ops()
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
         inner = "" if self.arg is None else _slug(self.arg)
@@ -89,7 +102,7 @@ class AggExpr:
 def _arg(value: object, fn: str) -> Node:
     if isinstance(value, Expr):
         return value.node
-    if isinstance(value, AggExpr):
+    if getattr(value, "is_aggregate", False):
         raise AggregateInRowExpressionError(
             f"aggregate {value!r} nested inside {fn}()",
             hint="an aggregate's argument must be a row expression such as col('x') > 0",
@@ -213,6 +226,8 @@ class Aggregation:
     windows: tuple[Window, ...]
     name: str
 
+    is_aggregate: ClassVar[bool] = True
+
     def __init__(
         self,
         fn: AggExpr,
@@ -226,6 +241,8 @@ class Aggregation:
             raise DefinitionError(
                 f"expected an aggregate such as fl.mean(col('x')), got {fn!r}", where=where
             )
+        if name is not None:
+            check_name(name, kind="aggregation", where=where)
         if not windows:
             raise WindowError("no windows given", where=where, hint='e.g. .windows("1h", "7d")')
         parsed: list[Window] = []
@@ -243,7 +260,9 @@ class Aggregation:
             parsed.append(Window(length, step))
         labels = [w.label for w in parsed]
         if len(set(labels)) != len(labels):
-            raise WindowError(f"duplicate windows {labels}", where=where)
+            raise WindowError(
+                f"duplicate windows {labels}", where=where, hint="list each window once"
+            )
         object.__setattr__(self, "fn", fn)
         object.__setattr__(self, "windows", tuple(parsed))
         object.__setattr__(self, "name", name or fn.default_name())

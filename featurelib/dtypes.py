@@ -32,6 +32,8 @@ class DType:
 
     @staticmethod
     def from_spec(text: str) -> DType:
+        if not isinstance(text, str):
+            raise SpecError(f"data type {text!r} is not a string", hint='e.g. "Int64"')
         if text.startswith("List(") and text.endswith(")"):
             return List(DType.from_spec(text[5:-1]))
         try:

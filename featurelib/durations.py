@@ -38,7 +38,9 @@ def parse_duration(value: str | timedelta, *, where: str) -> timedelta:
         )
     if result % timedelta(seconds=1):
         raise DefinitionError(
-            f"duration must be a whole number of seconds, got {value!r}", where=where
+            f"duration must be a whole number of seconds, got {value!r}",
+            where=where,
+            hint="round it to whole seconds, e.g. timedelta(seconds=90)",
         )
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -9,12 +10,17 @@ from featurelib import dtypes
 from featurelib.dtypes import DType
 from featurelib.errors import DefinitionError
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-def check_name(name: object, *, kind: str) -> str:
-    if not isinstance(name, str) or not name.isidentifier():
+
+def check_name(name: object, *, kind: str, where: str | None = None) -> str:
+    """`name` if it is a valid name (an ASCII identifier), else a DefinitionError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise DefinitionError(
             f"invalid {kind} name {name!r}",
-            hint="names are identifiers: letters, digits and underscores, not starting with a digit",
+            where=where,
+            hint="names are identifiers: ASCII letters, digits and underscores, not starting "
+            "with a digit",
         )
     return name
 
@@ -40,7 +46,10 @@ class Entity:
         join_keys: Mapping[str, DType] | Sequence[str],
         description: str = "",
     ) -> None:
-        check_name(name, kind="entity")
+        where = f"entity {name!r}"
+        check_name(name, kind="entity", where=where)
+        if isinstance(join_keys, str):  # one key: Entity("carrier", "carrier")
+            join_keys = [join_keys]
         pairs = (
             list(join_keys.items())
             if isinstance(join_keys, Mapping)
@@ -49,15 +58,15 @@ class Entity:
         if not pairs:
             raise DefinitionError(
                 "an entity needs at least one join key",
-                where=f"entity {name!r}",
+                where=where,
                 hint='e.g. fl.Entity("carrier", {"carrier": fl.String})',
             )
         for key, dtype in pairs:
-            check_name(key, kind="join key")
+            check_name(key, kind="join key", where=where)
             if not isinstance(dtype, DType) or dtype not in (dtypes.Int64, dtypes.String):
                 raise DefinitionError(
                     f"join key {key!r} has type {dtype!r}",
-                    where=f"entity {name!r}",
+                    where=where,
                     hint="join keys are fl.String or fl.Int64",
                 )
         object.__setattr__(self, "name", name)

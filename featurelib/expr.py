@@ -11,16 +11,20 @@ number give null (never NaN or infinity), so features stay NaN-free.
 
 from __future__ import annotations
 
+import math
+import re
+import zoneinfo
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Union
+from datetime import UTC, datetime
 
 from featurelib.dtypes import DType
 from featurelib.errors import AggregateInRowExpressionError, ExpressionTypeError
 
-Scalar = Union[int, float, str, bool, None, datetime]
-Option = Union[int, float, str, bool, None]
+Scalar = int | float | str | bool | None | datetime
+Option = int | float | str | bool | None
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Node:
@@ -113,14 +117,92 @@ UNARY_FNS = (
     "weekday",
     "day",
     "month",
+    "year",
 )
 OTHER_FNS = ("fill_null", "cast", "clip", "round", "contains", "starts_with")
 ALL_FNS = (*BINARY_OPS, *UNARY_FNS, *OTHER_FNS)
+
+#: Number of argument nodes each function takes (the first is the operand).
+ARITY = {**dict.fromkeys(BINARY_OPS, 2), **dict.fromkeys(UNARY_FNS, 1), "fill_null": 2}
+ARITY |= {"cast": 1, "clip": 1, "round": 1, "contains": 1, "starts_with": 1}
+
+#: The options each function accepts (every other option is an error).
+OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(ALL_FNS, ())
+OPTIONS |= {"cast": ("dtype",), "clip": ("lower", "upper"), "round": ("decimals",)}
+OPTIONS |= {"contains": ("pattern",), "starts_with": ("prefix",)}
+OPTIONS |= dict.fromkeys(("hour", "weekday", "day", "month"), ("time_zone",))
+
+#: Types a value can be cast to; the key is the target, the value the accepted sources.
+CASTS = {
+    "Int64": ("Int64", "Float64", "Bool", "String", "Timestamp"),
+    "Float64": ("Int64", "Float64", "Bool", "String", "Timestamp"),
+    "Bool": ("Int64", "Float64", "Bool"),
+    "String": ("Int64", "Float64", "Bool", "String", "Timestamp"),
+    "Timestamp": ("Int64", "Timestamp"),
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_time_zone(name: object) -> bool:
+    if not isinstance(name, str) or not name:
+        return False
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True
+
+
+def option_problem(fn: str, options: tuple[tuple[str, Option], ...]) -> tuple[str, str] | None:
+    """What is wrong with the options of a call to `fn`, as (what, hint); None when all is well.
+
+    Shared by the `Expr` methods, type inference and spec loading, so all three agree.
+    """
+    given = dict(options)
+    allowed = OPTIONS.get(fn, ())
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        return f"{fn}() has unknown options {unknown}", f"it accepts {list(allowed) or 'none'}"
+    if fn == "cast":
+        target = given.get("dtype")
+        if target not in CASTS:
+            return (
+                f"cannot cast to {target}",
+                f"cast to one of {', '.join(CASTS)}, e.g. .cast(fl.Float64)",
+            )
+    if fn == "clip":
+        lower, upper = given.get("lower"), given.get("upper")
+        for bound in (lower, upper):
+            if bound is not None and (not _is_number(bound) or not math.isfinite(bound)):  # type: ignore[arg-type]
+                return f"clip bound {bound!r} is not a finite number", "e.g. .clip(0, 100)"
+        if lower is not None and upper is not None and lower > upper:  # type: ignore[operator]
+            return f"clip lower bound {lower!r} > upper bound {upper!r}", "swap the bounds"
+    if fn == "round":
+        decimals = given.get("decimals")
+        if not isinstance(decimals, int) or isinstance(decimals, bool) or decimals < 0:
+            return f"round() needs decimals >= 0, got {decimals!r}", "e.g. .round(2)"
+    if fn in ("contains", "starts_with"):
+        key = "pattern" if fn == "contains" else "prefix"
+        if not isinstance(given.get(key), str):
+            return f".str.{fn}() needs a string, got {given.get(key)!r}", '.str.contains("JFK")'
+    if fn in ("hour", "weekday", "day", "month") and given.get("time_zone") is not None:
+        tz = given["time_zone"]
+        if not _is_time_zone(tz):
+            return f"unknown time zone {tz!r}", 'use an IANA name such as "America/New_York"'
+    return None
 
 
 def _to_node(value: object) -> Node:
     if isinstance(value, Expr):
         return value.node
+    if isinstance(value, _WhenThen):
+        raise ExpressionTypeError(
+            "a `when(...).then(...)` chain is used before it is finished",
+            hint="end it with `.otherwise(value)` (use `.otherwise(None)` for null)",
+        )
     if getattr(value, "is_aggregate", False):
         raise AggregateInRowExpressionError(
             f"aggregate {value!r} used inside a row expression",
@@ -136,7 +218,10 @@ def _slug(node: Node) -> str:
     if isinstance(node, FeatureRef):
         return node.name
     if isinstance(node, Literal):
-        return str(node.value).replace(".", "p").replace("-", "neg").lower()
+        if isinstance(node.value, datetime):
+            return node.value.strftime("%Y%m%dt%H%M%S")
+        text = str(node.value).replace(".", "p").replace("-", "neg").lower()
+        return re.sub(r"[^0-9a-z]+", "_", text).strip("_") or "lit"
     if isinstance(node, Call):
         names = {"and": "and", "or": "or", "eq": "eq", "ne": "ne", "lt": "lt", "le": "le"}
         names |= {"gt": "gt", "ge": "ge", "add": "plus", "sub": "minus", "mul": "times"}
@@ -196,7 +281,11 @@ class Expr:
 
     def _call(self, fn: str, *args: object, **options: Option) -> Expr:
         nodes = (self.node, *(_to_node(a) for a in args))
-        return Expr(Call(fn, nodes, tuple(sorted(options.items()))))
+        call = Call(fn, nodes, tuple(sorted(options.items())))
+        problem = option_problem(fn, call.options)
+        if problem:
+            raise ExpressionTypeError(problem[0], hint=problem[1])
+        return Expr(call)
 
     # arithmetic
     def __add__(self, o: object) -> Expr:
@@ -287,7 +376,17 @@ class Expr:
         return self._call("fill_null", value)
 
     def cast(self, dtype: DType) -> Expr:
-        """Convert to `dtype` (e.g. `fl.Float64`); impossible conversions give null."""
+        """Convert to `dtype` (e.g. `fl.Float64`); values that do not convert give null.
+
+        Supported: any of Int64/Float64/Bool/String to Int64/Float64/String, numbers to Bool,
+        Int64 (epoch microseconds) to Timestamp and back, Timestamp to String.
+        """
+        if not isinstance(dtype, DType):
+            raise ExpressionTypeError(
+                f"cannot cast to {dtype!r}",
+                hint="cast to a featurelib type: fl.Int64, fl.Float64, fl.Bool, fl.String "
+                "or fl.Timestamp",
+            )
         return self._call("cast", dtype=dtype.to_spec())
 
     # math
@@ -303,8 +402,18 @@ class Expr:
         return self._call("log")
 
     def clip(self, lower: float | None = None, upper: float | None = None) -> Expr:
-        """Limit values to [lower, upper]; either bound may be None."""
-        return self._call("clip", lower=lower, upper=upper)
+        """Limit values to [lower, upper]; either bound may be None.
+
+        Whole-number float bounds are stored as ints (so `clip(0.0)` == `clip(0)`); a bound
+        with a fraction makes the result Float64.
+        """
+
+        def norm(bound: float | None) -> float | None:
+            if isinstance(bound, float) and math.isfinite(bound) and bound.is_integer():
+                return int(bound)
+            return bound
+
+        return self._call("clip", lower=norm(lower), upper=norm(upper))
 
     def round(self, decimals: int = 0) -> Expr:
         """Round half to even to `decimals` places (Polars' default); returns Float64."""
@@ -365,6 +474,9 @@ class DatetimeNamespace:
     def month(self, time_zone: str | None = None) -> Expr:
         return self._part("month", time_zone)
 
+    def year(self, time_zone: str | None = None) -> Expr:
+        return self._part("year", time_zone)
+
 
 def col(name: str) -> Expr:
     """A column of the input rows.
@@ -393,15 +505,26 @@ def lit(value: Scalar) -> Expr:
         return Expr(Literal(None, dtypes.Unknown))
     if isinstance(value, bool):
         return Expr(Literal(value, dtypes.Bool))
+    if isinstance(value, int) and not INT64_MIN <= value <= INT64_MAX:
+        raise ExpressionTypeError(
+            f"integer literal {value} does not fit in 64 bits",
+            hint="use a float literal for very large numbers",
+        )
     if isinstance(value, int):
         return Expr(Literal(value, dtypes.Int64))
     if isinstance(value, float):
-        return Expr(Literal(value, dtypes.Float64))
+        if not math.isfinite(value):
+            raise ExpressionTypeError(
+                f"float literal {value!r} is not finite",
+                hint="features are NaN-free: write None for a missing value",
+            )
+        # -0.0 == 0.0, so both are stored as 0.0: equal definitions get byte-equal specs.
+        return Expr(Literal(value + 0.0, dtypes.Float64))
     if isinstance(value, str):
         return Expr(Literal(value, dtypes.String))
     if isinstance(value, datetime):
-        aware = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-        return Expr(Literal(aware.astimezone(timezone.utc), dtypes.Timestamp))
+        aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value
+        return Expr(Literal(aware.astimezone(UTC), dtypes.Timestamp))
     raise ExpressionTypeError(
         f"cannot use {value!r} of type {type(value).__name__} as a literal",
         hint="literals are int, float, str, bool, None or datetime",
@@ -415,17 +538,26 @@ class _WhenThen:
 
     def then(self, value: object) -> _WhenThen:
         if self._pending is None:
-            raise ExpressionTypeError("`.then()` must follow `.when()`")
+            raise ExpressionTypeError(
+                "`.then()` must follow `.when()`",
+                hint="write when(c1).then(v1).when(c2).then(v2).otherwise(v)",
+            )
         return _WhenThen((*self._branches, (self._pending, _to_node(value))), None)
 
     def when(self, condition: object) -> _WhenThen:
         if self._pending is not None:
-            raise ExpressionTypeError("`.when()` must be followed by `.then()`")
+            raise ExpressionTypeError(
+                "`.when()` must be followed by `.then()`",
+                hint="write when(c1).then(v1).when(c2).then(v2).otherwise(v)",
+            )
         return _WhenThen(self._branches, _to_node(condition))
 
     def otherwise(self, value: object) -> Expr:
         if self._pending is not None or not self._branches:
-            raise ExpressionTypeError("write `when(cond).then(value)` before `.otherwise()`")
+            raise ExpressionTypeError(
+                "`.otherwise()` must follow `.then()`",
+                hint="write when(cond).then(value) before .otherwise(value)",
+            )
         return Expr(When(self._branches, _to_node(value)))
 
 

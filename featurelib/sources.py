@@ -16,6 +16,12 @@ Schema = tuple[tuple[str, DType], ...]
 def _schema(raw: Mapping[str, DType] | None, *, where: str) -> Schema | None:
     if raw is None:
         return None
+    if not isinstance(raw, Mapping):
+        raise DefinitionError(
+            f"schema must map column names to types, got {raw!r}",
+            where=where,
+            hint='e.g. schema={"carrier": fl.String, "arr_delay": fl.Float64}',
+        )
     for col, dtype in raw.items():
         if not isinstance(dtype, DType):
             raise DefinitionError(
@@ -63,12 +69,24 @@ class BatchSource:
         schema: Mapping[str, DType] | None = None,
         description: str = "",
     ) -> None:
-        check_name(name, kind="source")
         where = f"source {name!r}"
+        check_name(name, kind="source", where=where)
         if format not in ("parquet", "csv", "duckdb"):
-            raise DefinitionError(f"unknown format {format!r}", where=where)
-        if not location:
-            raise DefinitionError("empty path or query", where=where)
+            raise DefinitionError(
+                f"unknown format {format!r}",
+                where=where,
+                hint="use fl.ParquetSource, fl.CsvSource or fl.DuckDBSource",
+            )
+        if not isinstance(location, str) or not location:
+            raise DefinitionError(
+                "empty path or query", where=where, hint="give the file path or the SQL query"
+            )
+        if not isinstance(timestamp_field, str) or not timestamp_field:
+            raise DefinitionError(
+                f"invalid timestamp_field {timestamp_field!r}",
+                where=where,
+                hint='name the event time column, e.g. timestamp_field="event_timestamp"',
+            )
         parsed = _schema(schema, where=where)
         if parsed is not None:
             cols = dict(parsed)
@@ -222,7 +240,7 @@ class RequestSource:
     description: str
 
     def __init__(self, name: str, schema: Mapping[str, DType], description: str = "") -> None:
-        check_name(name, kind="request source")
+        check_name(name, kind="request source", where=f"request source {name!r}")
         parsed = _schema(schema, where=f"request source {name!r}")
         if not parsed:
             raise DefinitionError(

@@ -7,17 +7,18 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Union
+from typing import Any, NoReturn
 
 from featurelib import dtypes
 from featurelib.aggregation import AggExpr, Aggregation, Window
-from featurelib.durations import format_duration, parse_duration
 from featurelib.dtypes import DType
+from featurelib.durations import format_duration, parse_duration
 from featurelib.entity import Entity, check_name
 from featurelib.errors import (
     AggregateInRowExpressionError,
     DefinitionError,
     DuplicateNameError,
+    ExpressionTypeError,
     UnknownColumnError,
 )
 from featurelib.expr import Column, Expr, FeatureRef, Node, map_columns, walk
@@ -30,7 +31,7 @@ def _as_node(value: object, *, where: str) -> Node:
         return value.node
     if isinstance(value, str):
         return Column(value)
-    if isinstance(value, AggExpr):
+    if isinstance(value, AggExpr | Aggregation):
         raise AggregateInRowExpressionError(
             f"aggregate {value!r} used as a row expression",
             where=where,
@@ -44,7 +45,9 @@ def _as_node(value: object, *, where: str) -> Node:
 
 
 def _entity_keys(entities: Sequence[Entity], *, where: str) -> tuple[Entity, ...]:
-    out = tuple(entities)
+    if isinstance(entities, Entity):
+        entities = [entities]
+    out = tuple(entities) if isinstance(entities, Sequence) else ()
     if not out or not all(isinstance(e, Entity) for e in out):
         raise DefinitionError(
             "a view needs one or more fl.Entity objects",
@@ -53,7 +56,11 @@ def _entity_keys(entities: Sequence[Entity], *, where: str) -> tuple[Entity, ...
         )
     keys = [k for e in out for k in e.key_names]
     if len(set(keys)) != len(keys):
-        raise DuplicateNameError(f"entities share join keys {keys}", where=where)
+        raise DuplicateNameError(
+            f"entities share join keys {keys}",
+            where=where,
+            hint="rename a join key, or define one entity with all the keys",
+        )
     return out
 
 
@@ -79,16 +86,35 @@ def _check_source_keys(source: BatchSource, entities: tuple[Entity, ...], where:
                 )
 
 
+def _semantic(spec: Any) -> Any:
+    """`spec` without descriptions and tags, at every level (they do not change values)."""
+    if isinstance(spec, dict):
+        drop = ("description", "tags") if "kind" in spec else ()
+        return {k: _semantic(v) for k, v in spec.items() if k not in drop}
+    if isinstance(spec, list):
+        return [_semantic(v) for v in spec]
+    return spec
+
+
 def _version(spec: dict[str, object]) -> str:
-    semantic = {k: v for k, v in spec.items() if k not in ("description", "tags")}
-    text = json.dumps(semantic, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(_semantic(spec), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _duplicates(names: Sequence[str]) -> list[str]:
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 class _ViewMixin:
     """Shared behaviour of views: projections, versions, feature lookup."""
 
     name: str
+
+    def __iter__(self) -> NoReturn:
+        # Without this, Python would iterate a view through __getitem__(0), (1), ...
+        raise TypeError(
+            f"{type(self).__name__} {self.name!r} is not iterable; put it in a list: [view]"
+        )
 
     def feature_names(self) -> list[str]:
         raise NotImplementedError
@@ -148,8 +174,8 @@ class FeatureView(_ViewMixin):
         description: str = "",
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        check_name(name, kind="feature view")
         where = f"feature view {name!r}"
+        check_name(name, kind="feature view", where=where)
         ents = _entity_keys(entities, where=where)
         if not isinstance(source, BatchSource):
             raise DefinitionError(
@@ -157,13 +183,14 @@ class FeatureView(_ViewMixin):
                 where=where,
                 hint="use fl.ParquetSource, fl.CsvSource or fl.DuckDBSource",
             )
-        items = list(features.items()) if isinstance(features, Mapping) else [
-            (f, f) for f in features
-        ]
+        if isinstance(features, str):  # one column: features="temp"
+            features = [features]
+        items = (
+            list(features.items()) if isinstance(features, Mapping) else [(f, f) for f in features]
+        )
         if not items:
             raise DefinitionError("no features", where=where, hint="features={'x': col('x')}")
-        names = [n for n, _ in items]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates([n for n, _ in items])
         if dupes:
             raise DuplicateNameError(
                 f"duplicate feature names {dupes}", where=where, hint="rename one of them"
@@ -171,7 +198,7 @@ class FeatureView(_ViewMixin):
         keys = {k for e in ents for k in e.key_names}
         parsed: list[tuple[str, Node]] = []
         for fname, value in items:
-            check_name(fname, kind="feature")
+            check_name(fname, kind="feature", where=where)
             if fname in keys:
                 raise DuplicateNameError(
                     f"feature {fname!r} has the name of a join key",
@@ -255,13 +282,17 @@ class AggregationView(_ViewMixin):
         description: str = "",
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        check_name(name, kind="aggregation view")
         where = f"aggregation view {name!r}"
+        check_name(name, kind="aggregation view", where=where)
         ents = _entity_keys(entities, where=where)
         if not isinstance(source, BatchSource):
             raise DefinitionError(
-                f"source must be a batch source, got {type(source).__name__}", where=where
+                f"source must be a batch source, got {type(source).__name__}",
+                where=where,
+                hint="use fl.ParquetSource, fl.CsvSource or fl.DuckDBSource",
             )
+        if isinstance(aggregations, Aggregation | AggExpr):
+            aggregations = [aggregations]  # type: ignore[list-item]
         aggs = tuple(aggregations)
         for agg in aggs:
             if isinstance(agg, AggExpr):
@@ -271,19 +302,32 @@ class AggregationView(_ViewMixin):
                     hint=f'add windows: {agg!r}.windows("1h", "1d")',
                 )
             if not isinstance(agg, Aggregation):
-                raise DefinitionError(f"expected an aggregation, got {agg!r}", where=where)
+                raise DefinitionError(
+                    f"expected an aggregation, got {agg!r}",
+                    where=where,
+                    hint='write aggregations as fl.mean("x").windows("1h", "1d")',
+                )
         if not aggs:
-            raise DefinitionError("no aggregations", where=where)
+            raise DefinitionError(
+                "no aggregations", where=where, hint='e.g. [fl.count().windows("1d")]'
+            )
         names = [n for a in aggs for n in a.feature_names()]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates(names)
         if dupes:
             raise DuplicateNameError(
                 f"duplicate feature names {dupes}",
                 where=where,
-                hint="give one aggregation another name with .windows(..., name='...')",
+                hint="rename one aggregation with .windows(..., name='new_name')",
             )
+        keys = {k for e in ents for k in e.key_names}
         for fname in names:
-            check_name(fname, kind="feature")
+            check_name(fname, kind="feature", where=where)
+            if fname in keys:
+                raise DuplicateNameError(
+                    f"feature {fname!r} has the name of a join key",
+                    where=where,
+                    hint="rename the aggregation with .windows(..., name='new_name')",
+                )
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "entities", ents)
         object.__setattr__(self, "source", source)
@@ -322,8 +366,6 @@ class AggregationView(_ViewMixin):
                 dtypes.Bool,
                 dtypes.Unknown,
             ):
-                from featurelib.errors import ExpressionTypeError
-
                 raise ExpressionTypeError(
                     f"{agg.fn.fn}() needs numbers or booleans, got {arg_type}",
                     where=where,
@@ -347,8 +389,8 @@ class AggregationView(_ViewMixin):
         }
 
 
-View = Union[FeatureView, AggregationView]
-OnDemandInput = Union[RequestSource, FeatureView, AggregationView]
+View = FeatureView | AggregationView
+OnDemandInput = RequestSource | FeatureView | AggregationView
 
 
 @dataclass(frozen=True, init=False)
@@ -381,8 +423,10 @@ class OnDemandView(_ViewMixin):
         description: str = "",
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        check_name(name, kind="on-demand view")
         where = f"on-demand view {name!r}"
+        check_name(name, kind="on-demand view", where=where)
+        if isinstance(inputs, OnDemandInput):
+            inputs = [inputs]
         ins = tuple(inputs)
         for item in ins:
             if not isinstance(item, RequestSource | FeatureView | AggregationView):
@@ -391,11 +435,24 @@ class OnDemandView(_ViewMixin):
                     where=where,
                     hint="inputs are fl.RequestSource, fl.FeatureView or fl.AggregationView",
                 )
-        if not features:
-            raise DefinitionError("no features", where=where)
+        if not ins:
+            raise DefinitionError(
+                "no inputs", where=where, hint="list the request sources and views it reads"
+            )
+        dupes = _duplicates([i.name for i in ins])
+        if dupes:
+            raise DuplicateNameError(
+                f"inputs share names {dupes}", where=where, hint="list each input once"
+            )
+        if not isinstance(features, Mapping) or not features:
+            raise DefinitionError(
+                "no features" if not features else "features must map names to expressions",
+                where=where,
+                hint="features={'long_haul': fl.col('distance') > 1000}",
+            )
         parsed: list[tuple[str, Node]] = []
         for fname, value in features.items():
-            check_name(fname, kind="feature")
+            check_name(fname, kind="feature", where=where)
             parsed.append((fname, _as_node(value, where=f"{where}, feature {fname!r}")))
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "inputs", ins)
@@ -434,10 +491,11 @@ class OnDemandView(_ViewMixin):
                     hint=f"request fields and input features are: {known}",
                 )
             if len(found) > 1:
+                in_views = [v for v in found if v in views]
                 raise DefinitionError(
                     f"column {leaf.name!r} is ambiguous: it is in {found}",
                     where=where,
-                    hint=f'write {found[0]}["{leaf.name}"] to name the view',
+                    hint=f'write {in_views[0]}["{leaf.name}"] to name the view',
                 )
             return leaf if found[0] in requests else FeatureRef(found[0], leaf.name)
 
@@ -456,11 +514,7 @@ class OnDemandView(_ViewMixin):
     def request_fields(self) -> list[str]:
         used = {n.name for _, node in self.features for n in walk(node) if isinstance(n, Column)}
         return [
-            f
-            for i in self.inputs
-            if isinstance(i, RequestSource)
-            for f in i.columns
-            if f in used
+            f for i in self.inputs if isinstance(i, RequestSource) for f in i.columns if f in used
         ]
 
     def feature_names(self) -> list[str]:
@@ -486,7 +540,7 @@ class OnDemandView(_ViewMixin):
         }
 
 
-AnyView = Union[FeatureView, AggregationView, OnDemandView]
+AnyView = FeatureView | AggregationView | OnDemandView
 
 
 @dataclass(frozen=True, init=False)
@@ -497,24 +551,44 @@ class Projection:
     features: tuple[tuple[str, str], ...]
 
     def __init__(self, view: AnyView, features: Sequence[str] | None = None) -> None:
+        if not isinstance(view, FeatureView | AggregationView | OnDemandView):
+            raise DefinitionError(
+                f"cannot select features from {view!r}",
+                hint="select from a view: view[['a', 'b']]",
+            )
+        where = f"projection of view {view.name!r}"
+        if isinstance(features, str):
+            features = [features]
         names = list(features) if features is not None else view.feature_names()
+        if not names:
+            raise DefinitionError("no features selected", where=where, hint="view[['a', 'b']]")
         missing = [n for n in names if n not in view.feature_names()]
         if missing:
             raise UnknownColumnError(
                 f"view {view.name!r} has no features {missing}",
+                where=where,
                 hint=f"its features are: {', '.join(view.feature_names())}",
+            )
+        dupes = _duplicates(names)
+        if dupes:
+            raise DuplicateNameError(
+                f"features selected twice: {dupes}", where=where, hint="select each feature once"
             )
         object.__setattr__(self, "view", view)
         object.__setattr__(self, "features", tuple((n, n) for n in names))
 
     def rename(self, mapping: Mapping[str, str]) -> Projection:
         """The same selection with some output names changed: `{"feature": "new_name"}`."""
+        where = f"projection of view {self.view.name!r}"
         unknown = [k for k in mapping if k not in dict(self.features)]
         if unknown:
             raise UnknownColumnError(
                 f"cannot rename {unknown}: not selected from view {self.view.name!r}",
+                where=where,
                 hint=f"selected features are: {', '.join(n for n, _ in self.features)}",
             )
+        for alias in mapping.values():
+            check_name(alias, kind="output feature", where=where)
         out = Projection(self.view, [n for n, _ in self.features])
         renamed = tuple((n, mapping.get(n, alias)) for n, alias in self.features)
         object.__setattr__(out, "features", renamed)
@@ -547,11 +621,11 @@ class FeatureService:
         description: str = "",
         tags: Mapping[str, str] | None = None,
     ) -> None:
-        check_name(name, kind="feature service")
         where = f"feature service {name!r}"
-        projections = tuple(
-            p if isinstance(p, Projection) else Projection(p) for p in features
-        )
+        check_name(name, kind="feature service", where=where)
+        if isinstance(features, Projection | FeatureView | AggregationView | OnDemandView):
+            features = [features]
+        projections = tuple(p if isinstance(p, Projection) else Projection(p) for p in features)
         if not projections:
             raise DefinitionError("no features", where=where, hint="list views or view[[...]]")
         views = [p.view.name for p in projections]
@@ -563,8 +637,7 @@ class FeatureService:
         object.__setattr__(self, "projections", projections)
         object.__setattr__(self, "description", description)
         object.__setattr__(self, "tags", tuple(sorted((tags or {}).items())))
-        names = self.output_names()
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        dupes = _duplicates(self.output_names())
         if dupes:
             raise DuplicateNameError(
                 f"output feature names collide: {dupes}",

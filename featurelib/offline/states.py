@@ -4,8 +4,8 @@ A state summarizes a set of events so that states of disjoint, time-ordered sets
 count -> n; sum -> s; mean -> (n, s); min/max/last -> v; stddev -> (n, m, q) with q the sum of
 squared deviations from the mean m (merged with Chan's formula, so no catastrophic cancellation);
 last_n -> l, the list of the k most recent non-null values. Every state has three forms:
-prefix (cumulative over events in order), group merge (many states -> one), and pair merge
-(an earlier state A with a later state B). The same states back the online tiles.
+a single event's state, group merge (many time-ordered states -> one), and pair merge (an
+earlier state A with a later state B). The same states back the online tiles.
 """
 
 from __future__ import annotations
@@ -50,38 +50,27 @@ class State:
     def sum_dtype(self) -> pl.DataType:
         return pl.Float64() if self.arg_dtype.is_float() else pl.Int64()
 
-    def prefix_exprs(self, x: pl.Expr, group: list[str]) -> list[pl.Expr]:
-        """Cumulative states over the rows of each `group`, rows sorted by time."""
+    def event_exprs(self, x: pl.Expr) -> list[pl.Expr]:
+        """The state of a single event whose argument value is `x` (null when missing)."""
         fn = self.fn.fn
         present = x.is_not_null().cast(pl.Int64)
         if fn == "count":
             # count() counts rows: its argument column is a constant 1, never null.
-            return [present.cum_sum().over(group).alias(self.name("n"))]
+            return [present.alias(self.name("n"))]
         if fn in ("sum", "mean"):
-            out = [x.cast(self.sum_dtype).fill_null(0).cum_sum().over(group).alias(self.name("s"))]
+            out = [x.cast(self.sum_dtype).alias(self.name("s"))]
             if fn == "mean":
-                out.append(present.cum_sum().over(group).alias(self.name("n")))
+                out.append(present.alias(self.name("n")))
             return out
-        if fn in ("min", "max"):
-            cum = x.cum_min() if fn == "min" else x.cum_max()
-            return [cum.forward_fill().over(group).alias(self.name("v"))]
-        if fn == "last":
-            return [x.forward_fill().over(group).alias(self.name("v"))]
-        if fn == "stddev":
-            # Welford, vectorized: q_i = sum_j (x_j - mean_{j-1}) (x_j - mean_j); every term >= 0,
-            # so the cumulative sum has no cancellation.
-            xf = x.cast(pl.Float64)
-            n = present.cum_sum().over(group)
-            mean = (xf.fill_null(0.0).cum_sum().over(group) / n).fill_nan(None)
-            mean = pl.when(n > 0).then(mean)
-            prev = mean.shift(1).over(group)
-            term = ((xf - prev) * (xf - mean)).fill_null(0.0)
-            return [
-                n.alias(self.name("n")),
-                mean.alias(self.name("m")),
-                term.cum_sum().over(group).alias(self.name("q")),
-            ]
-        raise AssertionError("last_n prefixes are built by windows.last_n_prefix")
+        if fn in ("min", "max", "last"):
+            return [x.alias(self.name("v"))]
+        if fn == "last_n":
+            return [pl.when(x.is_not_null()).then(pl.concat_list(x)).alias(self.name("l"))]
+        return [
+            present.alias(self.name("n")),
+            x.cast(pl.Float64).alias(self.name("m")),
+            pl.lit(0.0, pl.Float64).alias(self.name("q")),
+        ]
 
     def group_merge(self) -> list[pl.Expr]:
         """Aggregations merging the states of each group (rows in time order)."""
@@ -97,7 +86,7 @@ class State:
         if fn == "max":
             return [self.col("v").max().alias(self.name("v"))]
         if fn == "last":
-            return [self.col("v").drop_nulls().last().alias(self.name("v"))]
+            return [self.col("v").last(ignore_nulls=True).alias(self.name("v"))]
         if fn == "last_n":
             assert self.fn.k is not None
             merged = self.col("l").explode().drop_nulls().tail(self.fn.k)

@@ -1,22 +1,23 @@
 """Point-in-time sawtooth window aggregations, vectorized (design §3).
 
 For window W with hop h, the value at t aggregates the entity's events with
-floor(t, h) - W <= e <= t. We split that range in two:
+floor(t, h) - W <= e <= t. We split that range in two and merge partial-aggregate states
+(`states.py`) of each part exactly:
 
-* the *batch part*: whole hops [floor(t,h) - W, floor(t,h)). Events are summarized per hop into
-  tiles (partial-aggregate states), tiles are merged into aligned dyadic blocks (2^L hops), and
-  each distinct (entity, floor(t,h)) query merges the <= 2*log2(W/h) blocks that cover its range;
-* the *partial hop*: events in [floor(t,h), t], read from cumulative (prefix) states within the
-  hop with one backward as-of join on event time.
+* the *batch part*, whole hops [floor(t,h) - W, floor(t,h)): events are summarized per
+  (entity, hop) into tiles, tiles into aligned dyadic blocks of 2^L hops, and each distinct
+  (entity, floor(t,h)) query merges the <= 2*log2(W/h) blocks covering its range;
+* the *partial hop*, events in [floor(t,h), t]: with events sorted by (entity, event time,
+  created, source order), these are one contiguous index range, ending at the last event <= t
+  (a backward as-of join). It is covered by aligned dyadic blocks of 2^L events.
 
-Both parts are states (see `states.py`) merged exactly, so there are no loops over rows and the
-cost is O(events * log(W/h) + spine rows * log(W/h)).
+Only group-by merges and joins, no loops over rows: O((events + spine) * log(window)).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
@@ -30,7 +31,12 @@ EVENT_US = "__e_us"
 CREATED = "__created"
 ORDER = "__order"
 SPINE_US = "__t_us"
+ROW = "__row"
+INDEX = "__i"
 QID = "__qid"
+LEVEL = "__level"
+BLOCK = "__block"
+START = "__start"
 
 
 @dataclass(frozen=True)
@@ -42,51 +48,13 @@ class EventFrame:
     states: list[State]
 
 
-def last_n_prefix(events: pl.LazyFrame, state: State, group: list[str]) -> pl.LazyFrame:
-    """Add the cumulative last-k list (most recent last) of non-null values within each group."""
-    k = state.fn.k
-    assert k is not None
-    x = pl.col(f"{state.prefix}_x")
-    rank = f"{state.prefix}_rank"
-    ranked = events.with_columns(x.is_not_null().cast(pl.Int64).cum_sum().over(group).alias(rank))
-    shifted = [x.shift(j).over(group) for j in reversed(range(k))]
-    lists = (
-        ranked.filter(x.is_not_null())
-        .select(*group, rank, pl.concat_list(shifted).list.drop_nulls().alias(state.name("l")))
-    )
-    joined = ranked.join(lists, on=[*group, rank], how="left", maintain_order="left")
-    return joined.drop(rank)
-
-
-def prefix_states(events: EventFrame, hop_us: int) -> pl.LazyFrame:
-    """Cumulative states within each (entity, hop), one row per (entity, event time)."""
-    group = [*events.keys, HOP]
-    frame = events.frame.with_columns((pl.col(EVENT_US) // hop_us).alias(HOP)).sort(
-        [*events.keys, EVENT_US, CREATED, ORDER], nulls_last=False
-    )
-    exprs: list[pl.Expr] = []
-    for state in events.states:
-        if state.fn.fn == "last_n":
-            frame = last_n_prefix(frame, state, group)
-        else:
-            exprs.extend(state.prefix_exprs(pl.col(f"{state.prefix}_x"), group))
-    if exprs:
-        frame = frame.with_columns(exprs)
-    cols = [c for s in events.states for c in s.columns]
-    # Ties in event time: every tied event is visible at once, so keep the last cumulative row.
-    return (
-        frame.select(*group, EVENT_US, *cols)
-        .unique(subset=[*events.keys, EVENT_US], keep="last", maintain_order=True)
-    )
-
-
 def dyadic_blocks(
     start: np.ndarray, end: np.ndarray, max_level: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cover each [start_i, end_i) (in hops) by aligned blocks [b*2^L, (b+1)*2^L), L <= max_level.
+    """Cover each [start_i, end_i) by aligned blocks [b*2^L, (b+1)*2^L), L <= max_level.
 
-    Returns (row index, level, block number) arrays; at most ~2*max_level+2 blocks per range.
-    The loop runs over levels, never over rows.
+    Returns (range index, level, block number) arrays, at most ~2*max_level+2 blocks per range,
+    in increasing position within each range. The loop runs over levels, never over rows.
     """
     a = start.astype(np.int64).copy()
     end = end.astype(np.int64)
@@ -111,19 +79,89 @@ def dyadic_blocks(
     return np.concatenate(rows), np.concatenate(levels), np.concatenate(blocks)
 
 
-def block_states(tiles: pl.DataFrame, events: EventFrame, max_level: int) -> pl.DataFrame:
-    """States of aligned blocks of 2^L hops for every level 0..max_level."""
-    merges = [e for s in events.states for e in s.group_merge()]
-    cols = [c for s in events.states for c in s.columns]
-    level0 = tiles.select(*events.keys, pl.lit(0, pl.Int64).alias("__level"), pl.col(HOP).alias("__block"), *cols)
+def _merges(states: list[State]) -> list[pl.Expr]:
+    return [e for s in states for e in s.group_merge()]
+
+
+def _columns(states: list[State]) -> list[str]:
+    return [c for s in states for c in s.columns]
+
+
+@dataclass
+class _IndexBlocks:
+    """States of aligned blocks of 2^L consecutive events (in sorted event order), by level."""
+
+    events: pl.DataFrame  # __i + event states, sorted by __i
+    states: list[State]
+    levels: dict[int, pl.DataFrame] = field(default_factory=dict)
+
+    def level(self, level: int) -> pl.DataFrame:
+        if level not in self.levels:
+            cols = _columns(self.states)
+            if level == 0:
+                frame = self.events.select(pl.col(INDEX).cast(pl.Int64).alias(BLOCK), *cols)
+            else:
+                frame = (
+                    self.events.with_columns((pl.col(INDEX).cast(pl.Int64) // (1 << level)).alias(BLOCK))
+                    .group_by(BLOCK, maintain_order=True)
+                    .agg(_merges(self.states))
+                )
+            self.levels[level] = frame.with_columns(pl.lit(level, pl.Int64).alias(LEVEL))
+        return self.levels[level]
+
+
+def _cover(
+    ids: np.ndarray, start: np.ndarray, end: np.ndarray, max_level: int, id_name: str
+) -> pl.DataFrame:
+    rows, levels, blocks = dyadic_blocks(start, end, max_level)
+    return pl.DataFrame(
+        {
+            id_name: pl.Series(ids[rows], dtype=pl.UInt32),
+            LEVEL: levels,
+            BLOCK: blocks,
+            START: blocks << levels,
+        }
+    )
+
+
+def _partial_states(
+    queries: pl.DataFrame, index_blocks: _IndexBlocks, states: list[State], hop_us: int,
+    group_start: pl.DataFrame, keys: list[str],
+) -> pl.DataFrame:
+    """States of the events in each query's own hop with e <= t: `ROW` + state columns."""
+    spans = (
+        queries.filter(pl.col(INDEX).is_not_null())
+        .with_columns((pl.col(SPINE_US) // hop_us).alias(HOP))
+        .filter(pl.col(EVENT_US) // hop_us == pl.col(HOP))
+        .join(group_start, on=[*keys, HOP], how="inner")
+    )
+    lo = spans["__gstart"].to_numpy().astype(np.int64)
+    hi = spans[INDEX].to_numpy().astype(np.int64) + 1
+    max_level = max(int(np.max(hi - lo, initial=1)).bit_length() - 1, 0)
+    cover = _cover(spans[ROW].to_numpy(), lo, hi, max_level, ROW)
+    blocks = pl.concat(
+        [index_blocks.level(level).select(LEVEL, BLOCK, *_columns(states)) for level in range(max_level + 1)],
+        how="vertical_relaxed",
+    )
+    return (
+        cover.join(blocks, on=[LEVEL, BLOCK], how="inner")
+        .sort([ROW, START])
+        .group_by(ROW, maintain_order=True)
+        .agg(_merges(states))
+    )
+
+
+def _tile_blocks(tiles: pl.DataFrame, keys: list[str], states: list[State], max_level: int) -> pl.DataFrame:
+    """States of aligned blocks of 2^L hops per entity, for every level 0..max_level."""
+    cols = _columns(states)
+    level0 = tiles.select(*keys, pl.lit(0, pl.Int64).alias(LEVEL), pl.col(HOP).alias(BLOCK), *cols)
     out = [level0]
-    ordered = tiles.sort([*events.keys, HOP])
     for level in range(1, max_level + 1):
         merged = (
-            ordered.with_columns((pl.col(HOP) // (1 << level)).alias("__block"))
-            .group_by([*events.keys, "__block"], maintain_order=True)
-            .agg(merges)
-            .with_columns(pl.lit(level, pl.Int64).alias("__level"))
+            tiles.with_columns((pl.col(HOP) // (1 << level)).alias(BLOCK))
+            .group_by([*keys, BLOCK], maintain_order=True)
+            .agg(_merges(states))
+            .with_columns(pl.lit(level, pl.Int64).alias(LEVEL))
         )
         out.append(merged.select(level0.columns))
     return pl.concat(out, how="vertical_relaxed")
@@ -135,67 +173,79 @@ def aggregate_windows(
     windows: list[tuple[Window, list[tuple[str, State]]]],
     progress: Callable[[str], None] | None = None,
 ) -> pl.DataFrame:
-    """Window features for each spine row (spine holds keys, `__t_us` and `__row`).
+    """Window features for each spine row (spine holds `__row`, keys and `__t_us`).
 
     `windows` lists, per window, the (output column, state) pairs computed over it.
-    Returns a frame with `__row` and one column per output, in spine-row order.
+    Returns `__row` plus one column per output.
     """
     keys = events.keys
-    result = spine.select("__row")
+    sorted_events = (
+        events.frame.sort([*keys, EVENT_US, CREATED, ORDER], nulls_last=False)
+        .with_row_index(INDEX)
+        .collect()
+    )
+    all_states = events.states
+    event_states = sorted_events.select(
+        INDEX,
+        *keys,
+        EVENT_US,
+        *[e for s in all_states for e in s.event_exprs(pl.col(f"{s.prefix}_x"))],
+    )
+    index_blocks = _IndexBlocks(event_states, all_states)
+    # The last event at or before t per entity; ties in event time are all visible at t.
+    last_event = (
+        event_states.select(*keys, EVENT_US, INDEX)
+        .unique(subset=[*keys, EVENT_US], keep="last", maintain_order=True)
+        .sort(EVENT_US)
+    )
+    queries = spine.sort(SPINE_US).join_asof(
+        last_event,
+        left_on=SPINE_US,
+        right_on=EVENT_US,
+        by=keys,
+        strategy="backward",
+        check_sortedness=False,
+    )
+    result = spine.select(ROW)
     by_hop: dict[int, list[tuple[Window, list[tuple[str, State]]]]] = {}
     for window, outs in windows:
         by_hop.setdefault(to_micros(window.hop), []).append((window, outs))
     for hop_us, group in by_hop.items():
-        prefix = prefix_states(events, hop_us).collect()
-        tiles = prefix.unique(subset=[*keys, HOP], keep="last", maintain_order=True)
-        max_level = max(int(np.log2(w.hops)) for w, _ in group)
-        blocks = block_states(tiles, events, max_level)
-        queries = spine.with_columns((pl.col(SPINE_US) // hop_us).alias(HOP))
-        distinct = queries.select(*keys, HOP).unique(maintain_order=True).with_row_index(QID)
-        # The partial hop: events of the query's own hop with e <= t (ties included).
-        partial = (
-            queries.sort(SPINE_US)
-            .join_asof(
-                prefix.sort(EVENT_US),
-                left_on=SPINE_US,
-                right_on=EVENT_US,
-                by=[*keys, HOP],
-                strategy="backward",
-                check_sortedness=False,
-            )
+        states = list({s.prefix: s for _, outs in group for _, s in outs}.values())
+        with_hop = event_states.with_columns((pl.col(EVENT_US) // hop_us).alias(HOP))
+        tiles = with_hop.group_by([*keys, HOP], maintain_order=True).agg(
+            *_merges(states), pl.col(INDEX).min().alias("__gstart")
         )
+        partial = _partial_states(
+            queries, index_blocks, states, hop_us, tiles.select(*keys, HOP, "__gstart"), keys
+        )
+        max_level = max(w.hops.bit_length() - 1 for w, _ in group)
+        blocks = _tile_blocks(tiles, keys, states, max_level)
+        with_qhop = spine.with_columns((pl.col(SPINE_US) // hop_us).alias(HOP))
+        distinct = with_qhop.select(*keys, HOP).unique().with_row_index(QID)
+        rows = with_qhop.join(distinct, on=[*keys, HOP], how="left", nulls_equal=True).select(ROW, QID)
+        cols = _columns(states)
+        partial = rows.join(partial.rename({c: c + "__b" for c in cols}), on=ROW, how="left")
         for window, outs in group:
-            hops = window.hops
             qhop = distinct[HOP].to_numpy()
-            rows, levels, block_ids = dyadic_blocks(qhop - hops, qhop, max_level)
-            cover = pl.DataFrame(
-                {
-                    QID: distinct[QID].to_numpy()[rows],
-                    "__level": levels,
-                    "__block": block_ids,
-                    "__start": block_ids << levels,
-                }
-            ).join(distinct.select(QID, *keys), on=QID, how="left")
-            states = [s for _, s in outs]
-            merges = [e for s in states for e in s.group_merge()]
+            cover = _cover(distinct[QID].to_numpy(), qhop - window.hops, qhop, max_level, QID)
+            cover = cover.join(distinct.select(QID, *keys), on=QID, how="left")
+            window_states = [s for _, s in outs]
             batch = (
-                cover.join(blocks, on=[*keys, "__level", "__block"], how="inner")
-                .sort([QID, "__start"])
+                cover.join(blocks, on=[*keys, LEVEL, BLOCK], how="inner")
+                .sort([QID, START])
                 .group_by(QID, maintain_order=True)
-                .agg(merges)
+                .agg(_merges(window_states))
             )
-            cols = [c for s in states for c in s.columns]
-            merged = (
-                partial.select("__row", *keys, HOP, *[pl.col(c).alias(c + "__b") for c in cols])
-                .join(distinct, on=[*keys, HOP], how="left", nulls_equal=True)
-                .join(batch.rename({c: c + "__a" for c in cols}), on=QID, how="left")
-                .select("__row", *[e for s in states for e in s.pair_merge("__a", "__b")])
+            renamed = batch.rename({c: c + "__a" for c in _columns(window_states)})
+            merged = partial.join(renamed, on=QID, how="left").select(
+                ROW, *[e for s in window_states for e in s.pair_merge("__a", "__b")]
             )
             result = result.join(
-                merged.select("__row", *[s.finalize().alias(name) for name, s in outs]),
-                on="__row",
+                merged.select(ROW, *[s.finalize().alias(name) for name, s in outs]),
+                on=ROW,
                 how="left",
             )
             if progress:
-                progress(f"window {window.label}: {len(batch):,} distinct queries")
+                progress(f"  window {window.label}: {len(distinct):,} distinct (entity, hop) queries")
     return result
