@@ -429,7 +429,9 @@ def test_naive_datetime_literal_is_read_as_utc() -> None:
 # Property tests against a Python reference
 
 INTS = st.none() | st.integers(-(2**31), 2**31)
-FLOATS = st.none() | st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+# Magnitudes in [1e-6, 1e6] (or 0): quotients stay finite. Overflow to +-inf (e.g. 1 / 1e-308)
+# is IEEE behaviour that featurelib does not turn into null.
+FLOATS = st.none() | st.sampled_from([0.0, -0.0]) | st.floats(1e-6, 1e6) | st.floats(-1e6, -1e-6)
 OPS = ["add", "sub", "mul", "truediv", "floordiv", "mod"]
 
 
@@ -462,7 +464,7 @@ def build(op: str, a: Expr, b: Expr) -> Expr:
     }[op]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=200000, deadline=None)
 @given(
     op=st.sampled_from(OPS),
     rows=st.lists(st.tuples(INTS | FLOATS, INTS | FLOATS), min_size=1, max_size=20),
@@ -481,7 +483,7 @@ def test_arithmetic_matches_python(op: str, rows: list[tuple[Any, Any]]) -> None
     assert got == expected
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(values=st.lists(INTS | FLOATS, max_size=20), zero=st.sampled_from([0, 0.0, -0.0]))
 def test_anything_divided_by_zero_is_null(values: list[Any], zero: float) -> None:
     frame = pl.DataFrame({"x": pl.Series(values, dtype=pl.Float64)})
@@ -489,7 +491,7 @@ def test_anything_divided_by_zero_is_null(values: list[Any], zero: float) -> Non
         assert evaluate(expr, frame) == [None] * len(values)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=2000, deadline=None)
 @given(rows=st.lists(st.tuples(st.none() | st.booleans(), st.none() | st.booleans()), max_size=9))
 def test_logic_is_kleene(rows: list[tuple[bool | None, bool | None]]) -> None:
     def k_and(a: bool | None, b: bool | None) -> bool | None:
@@ -597,7 +599,8 @@ def test_type_errors_name_the_expression_and_hint(expr: Expr, rendered: str) -> 
     assert rendered in error.what
     assert error.where == "feature view 'v', feature 'x'"
     assert error.hint
-    assert rendered in str(error) and "hint: " in str(error)
+    assert rendered in str(error)
+    assert "hint: " in str(error)
 
 
 def test_unknown_column_lists_the_available_columns() -> None:
@@ -630,7 +633,8 @@ def test_literal_types(value: Any, dtype: fl.DType) -> None:
 
 def test_negative_zero_literal_is_stored_as_zero() -> None:
     value = fl.lit(-0.0).node.value  # type: ignore[attr-defined]
-    assert value == 0.0 and math.copysign(1.0, value) == 1.0
+    assert value == 0.0
+    assert math.copysign(1.0, value) == 1.0
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,22 @@
+"""Shared fixtures: the flights demo repo with generated data (built once per test session)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def demo_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of feature_repo/ with freshly generated demo data under data/."""
+    from featurelib.demo.flights_data import generate
+
+    repo = tmp_path_factory.mktemp("feature_repo")
+    for name in ("definitions.py", "feature_store.yaml"):
+        shutil.copy(ROOT / "feature_repo" / name, repo / name)
+    generate(repo / "data")
+    return repo
