@@ -59,10 +59,15 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from featurelib.offline.io import source_columns
     from featurelib.repo import Repo
+    from featurelib.views import AggregationView, FeatureView
 
     repo = Repo.load(args.repo)
     checked = 0
-    for view in [*repo.feature_views.values(), *repo.aggregation_views.values()]:
+    views: list[FeatureView | AggregationView] = [
+        *repo.feature_views.values(),
+        *repo.aggregation_views.values(),
+    ]
+    for view in views:
         view.feature_dtypes(source_columns(view.source, repo.root))
         checked += 1
     print(f"ok: {len(repo.objects())} definitions, {checked} views checked against their data")
@@ -123,9 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--spine", required=True, help="Parquet file: entity keys + timestamps")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--timestamp-column", default="event_timestamp")
-    p.add_argument(
-        "--full-feature-names", action="store_true", help="name outputs view__feature"
-    )
+    p.add_argument("--full-feature-names", action="store_true", help="name outputs view__feature")
     p.set_defaults(func=_cmd_training_set)
     return parser
 

@@ -14,7 +14,7 @@ from featurelib.errors import DuplicateNameError, RepoError
 from featurelib.sources import BatchSource, RequestSource
 from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
 
-_KINDS: tuple[tuple[str, type], ...] = (
+_KINDS: tuple[tuple[str, type[Any]], ...] = (
     ("entities", Entity),
     ("sources", BatchSource),
     ("request_sources", RequestSource),
@@ -66,7 +66,8 @@ class Repo:
         for file in files:
             module_name = f"_featurelib_repo_{abs(hash(str(file)))}"
             spec = importlib.util.spec_from_file_location(module_name, file)
-            assert spec is not None and spec.loader is not None
+            assert spec is not None
+            assert spec.loader is not None
             module = importlib.util.module_from_spec(spec)
             sys.modules[module_name] = module
             try:
@@ -90,13 +91,14 @@ class Repo:
         for attr, kind in _KINDS:
             if isinstance(obj, kind):
                 table: dict[str, Any] = getattr(self, attr)
-                existing = table.get(obj.name)
+                name: str = obj.name
+                existing = table.get(name)
                 if existing is not None and existing != obj:
                     raise DuplicateNameError(
-                        f"two different {attr.replace('_', ' ')} are named {obj.name!r}",
+                        f"two different {attr.replace('_', ' ')} are named {name!r}",
                         hint="give each definition a unique name",
                     )
-                table[obj.name] = obj
+                table[name] = obj
                 self._add_dependencies(obj)
                 return
         raise RepoError(f"{obj!r} is not a featurelib definition")

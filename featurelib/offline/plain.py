@@ -15,9 +15,7 @@ ORDER = "__order"
 def view_rows(view: FeatureView, source: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """One row per (entity, event time): the winner of ties (later created, then later row)."""
     created = view.source.created_timestamp_field
-    features = [
-        to_polars(node).alias(f"{view.name}__{name}") for name, node in view.features
-    ]
+    features = [to_polars(node).alias(f"{view.name}__{name}") for name, node in view.features]
     return (
         source.select(
             *keys,

@@ -80,7 +80,10 @@ class State:
         if fn == "sum":
             return [self.col("s").sum().alias(self.name("s"))]
         if fn == "mean":
-            return [self.col("n").sum().alias(self.name("n")), self.col("s").sum().alias(self.name("s"))]
+            return [
+                self.col("n").sum().alias(self.name("n")),
+                self.col("s").sum().alias(self.name("s")),
+            ]
         if fn == "min":
             return [self.col("v").min().alias(self.name("v"))]
         if fn == "max":

@@ -102,7 +102,9 @@ class _IndexBlocks:
                 frame = self.events.select(pl.col(INDEX).cast(pl.Int64).alias(BLOCK), *cols)
             else:
                 frame = (
-                    self.events.with_columns((pl.col(INDEX).cast(pl.Int64) // (1 << level)).alias(BLOCK))
+                    self.events.with_columns(
+                        (pl.col(INDEX).cast(pl.Int64) // (1 << level)).alias(BLOCK)
+                    )
                     .group_by(BLOCK, maintain_order=True)
                     .agg(_merges(self.states))
                 )
@@ -125,33 +127,55 @@ def _cover(
 
 
 def _partial_states(
-    queries: pl.DataFrame, index_blocks: _IndexBlocks, states: list[State], hop_us: int,
-    group_start: pl.DataFrame, keys: list[str],
+    queries: pl.DataFrame,
+    index_blocks: _IndexBlocks,
+    states: list[State],
+    hop_us: int,
+    group_start: pl.DataFrame,
+    keys: list[str],
 ) -> pl.DataFrame:
-    """States of the events in each query's own hop with e <= t: `ROW` + state columns."""
+    """States of the events in each query's own hop with e <= t: `ROW` + state columns.
+
+    The range depends only on the last visible event (its index fixes the entity, the hop and
+    the range start), so it is computed once per distinct event, however large the spine.
+    """
     spans = (
         queries.filter(pl.col(INDEX).is_not_null())
         .with_columns((pl.col(SPINE_US) // hop_us).alias(HOP))
         .filter(pl.col(EVENT_US) // hop_us == pl.col(HOP))
         .join(group_start, on=[*keys, HOP], how="inner")
+        .select(ROW, INDEX, "__gstart")
     )
-    lo = spans["__gstart"].to_numpy().astype(np.int64)
-    hi = spans[INDEX].to_numpy().astype(np.int64) + 1
+    ranges = spans.select(INDEX, "__gstart").unique()
+    lo = ranges["__gstart"].to_numpy().astype(np.int64)
+    hi = ranges[INDEX].to_numpy().astype(np.int64) + 1
     max_level = max(int(np.max(hi - lo, initial=1)).bit_length() - 1, 0)
-    cover = _cover(spans[ROW].to_numpy(), lo, hi, max_level, ROW)
-    blocks = pl.concat(
-        [index_blocks.level(level).select(LEVEL, BLOCK, *_columns(states)) for level in range(max_level + 1)],
-        how="vertical_relaxed",
+    rows, levels, blocks = dyadic_blocks(lo, hi, max_level)
+    cover = pl.DataFrame(
+        {
+            INDEX: ranges[INDEX].to_numpy()[rows],
+            LEVEL: levels,
+            BLOCK: blocks,
+            START: blocks << levels,
+        },
+        schema_overrides={INDEX: ranges.schema[INDEX]},
     )
-    return (
-        cover.join(blocks, on=[LEVEL, BLOCK], how="inner")
-        .sort([ROW, START])
-        .group_by(ROW, maintain_order=True)
+    cols = _columns(states)
+    block_frames = [
+        index_blocks.level(level).select(LEVEL, BLOCK, *cols) for level in range(max_level + 1)
+    ]
+    per_event = (
+        cover.join(pl.concat(block_frames, how="vertical_relaxed"), on=[LEVEL, BLOCK], how="inner")
+        .sort([INDEX, START])
+        .group_by(INDEX, maintain_order=True)
         .agg(_merges(states))
     )
+    return spans.select(ROW, INDEX).join(per_event, on=INDEX, how="inner").drop(INDEX)
 
 
-def _tile_blocks(tiles: pl.DataFrame, keys: list[str], states: list[State], max_level: int) -> pl.DataFrame:
+def _tile_blocks(
+    tiles: pl.DataFrame, keys: list[str], states: list[State], max_level: int
+) -> pl.DataFrame:
     """States of aligned blocks of 2^L hops per entity, for every level 0..max_level."""
     cols = _columns(states)
     level0 = tiles.select(*keys, pl.lit(0, pl.Int64).alias(LEVEL), pl.col(HOP).alias(BLOCK), *cols)
@@ -223,7 +247,9 @@ def aggregate_windows(
         blocks = _tile_blocks(tiles, keys, states, max_level)
         with_qhop = spine.with_columns((pl.col(SPINE_US) // hop_us).alias(HOP))
         distinct = with_qhop.select(*keys, HOP).unique().with_row_index(QID)
-        rows = with_qhop.join(distinct, on=[*keys, HOP], how="left", nulls_equal=True).select(ROW, QID)
+        rows = with_qhop.join(distinct, on=[*keys, HOP], how="left", nulls_equal=True).select(
+            ROW, QID
+        )
         cols = _columns(states)
         partial = rows.join(partial.rename({c: c + "__b" for c in cols}), on=ROW, how="left")
         for window, outs in group:
@@ -247,5 +273,7 @@ def aggregate_windows(
                 how="left",
             )
             if progress:
-                progress(f"  window {window.label}: {len(distinct):,} distinct (entity, hop) queries")
+                progress(
+                    f"  window {window.label}: {len(distinct):,} distinct (entity, hop) queries"
+                )
     return result

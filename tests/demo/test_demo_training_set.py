@@ -30,16 +30,26 @@ def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> No
     out = tmp_path / "training.parquet"
     run = subprocess.run(
         [
-            sys.executable, "-m", "featurelib.cli", "training-set",
-            "--repo", str(demo_repo), "--service", "flight_delay",
-            "--spine", str(demo_repo / "data" / "spine.parquet"), "--out", str(out),
+            sys.executable,
+            "-m",
+            "featurelib.cli",
+            "training-set",
+            "--repo",
+            str(demo_repo),
+            "--service",
+            "flight_delay",
+            "--spine",
+            str(demo_repo / "data" / "spine.parquet"),
+            "--out",
+            str(out),
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert "[6/6]" in run.stderr and "rows/s" in run.stderr  # progress is shown
+    assert "[6/6]" in run.stderr  # progress is shown
+    assert "rows/s" in run.stderr
     frame = pl.read_parquet(out)
     spine = pl.read_parquet(demo_repo / "data" / "spine.parquet")
     assert frame.height == spine.height == 336_776
@@ -54,8 +64,18 @@ def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> No
 def test_cli_reports_errors_without_a_traceback(demo_repo: Path, tmp_path: Path) -> None:
     run = subprocess.run(
         [
-            sys.executable, "-m", "featurelib.cli", "training-set", "--repo", str(demo_repo),
-            "--service", "no_such_service", "--spine", "x.parquet", "--out", str(tmp_path / "o"),
+            sys.executable,
+            "-m",
+            "featurelib.cli",
+            "training-set",
+            "--repo",
+            str(demo_repo),
+            "--service",
+            "no_such_service",
+            "--spine",
+            "x.parquet",
+            "--out",
+            str(tmp_path / "o"),
         ],
         capture_output=True,
         text=True,

@@ -6,6 +6,7 @@ it can be checked by eye against the design text.
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
@@ -52,7 +53,9 @@ def order_key(ev: Event, position: int) -> tuple[Any, ...]:
     return (ev.minute, created, position)
 
 
-def ref_latest(events: list[tuple[int, Event]], keys: dict[str, Any], t: datetime, ttl: timedelta | None) -> Event | None:
+def ref_latest(
+    events: list[tuple[int, Event]], keys: dict[str, Any], t: datetime, ttl: timedelta | None
+) -> Event | None:
     if any(v is None for v in keys.values()):
         return None
     visible = [
@@ -62,7 +65,7 @@ def ref_latest(events: list[tuple[int, Event]], keys: dict[str, Any], t: datetim
     ]
     if not visible:
         return None
-    pos, best = max(visible, key=lambda pe: order_key(pe[1], pe[0]))
+    _, best = max(visible, key=lambda pe: order_key(pe[1], pe[0]))
     if ttl is not None and not ts(best.minute) > t - ttl:
         return None
     return best
@@ -74,7 +77,11 @@ def floor_time(t: datetime, hop: timedelta) -> datetime:
 
 
 def ref_window(
-    events: list[tuple[int, Event]], keys: dict[str, Any], t: datetime, window: timedelta, hop: timedelta
+    events: list[tuple[int, Event]],
+    keys: dict[str, Any],
+    t: datetime,
+    window: timedelta,
+    hop: timedelta,
 ) -> list[tuple[int, Event]]:
     if any(v is None for v in keys.values()):
         return []
@@ -119,8 +126,11 @@ def close(a: Any, b: Any) -> bool:
     if a is None or b is None:
         return a is None and b is None
     if isinstance(a, list) or isinstance(b, list):
-        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
-            close(x, y) for x, y in zip(a, b)
+        return (
+            isinstance(a, list)
+            and isinstance(b, list)
+            and len(a) == len(b)
+            and all(close(x, y) for x, y in zip(a, b))
         )
     if isinstance(a, float) or isinstance(b, float):
         return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
@@ -157,7 +167,7 @@ def scenario(draw: st.DrawFn) -> tuple[list[Event], list[list[int]], list[tuple[
     perm = draw(st.permutations(range(len(events))))
     cuts = sorted(draw(st.lists(st.integers(0, len(events)), max_size=2)))
     bounds = [0, *cuts, len(events)]
-    files = [list(perm[a:b]) for a, b in zip(bounds, bounds[1:])]
+    files = [list(perm[a:b]) for a, b in itertools.pairwise(bounds)]
     # Spine times: random, plus exact event times and exact TTL edges (ttl = 30 min).
     anchors = [ev.minute for ev in events]
     minute = st.one_of(
@@ -168,7 +178,9 @@ def scenario(draw: st.DrawFn) -> tuple[list[Event], list[list[int]], list[tuple[
     )
     spine = draw(
         st.lists(
-            st.tuples(st.one_of(st.sampled_from([*K1, "zz"]), st.none()), st.sampled_from(K2), minute),
+            st.tuples(
+                st.one_of(st.sampled_from([*K1, "zz"]), st.none()), st.sampled_from(K2), minute
+            ),
             min_size=1,
             max_size=25,
         )
@@ -229,12 +241,16 @@ def build(path: Path) -> fl.FeatureService:
     )
     req = fl.RequestSource("req", {"boost": fl.Float64})
     od = fl.OnDemandView(
-        "od", [req, latest, aggs], {"boosted": fl.col("x").fill_null(0.0) * fl.col("boost") + fl.col("count_rows_1h")}
+        "od",
+        [req, latest, aggs],
+        {"boosted": fl.col("x").fill_null(0.0) * fl.col("boost") + fl.col("count_rows_1h")},
     )
     return fl.FeatureService("svc", [latest, forever, aggs, od])
 
 
-def write_files(directory: Path, events: list[Event], files: list[list[int]]) -> list[tuple[int, Event]]:
+def write_files(
+    directory: Path, events: list[Event], files: list[list[int]]
+) -> list[tuple[int, Event]]:
     """Write the events as Parquet files; return (source position, event) in read order."""
     directory.mkdir(parents=True, exist_ok=True)
     ordered: list[tuple[int, Event]] = []
@@ -249,7 +265,14 @@ def write_files(directory: Path, events: list[Event], files: list[list[int]]) ->
                 "x": [e.x for e in rows],
                 "y": [e.y for e in rows],
             },
-            schema={"k1": pl.String, "k2": pl.Int64, "ts": pl.Datetime("us", "UTC"), "created": pl.Datetime("ms", "UTC"), "x": pl.Float64, "y": pl.Int64},
+            schema={
+                "k1": pl.String,
+                "k2": pl.Int64,
+                "ts": pl.Datetime("us", "UTC"),
+                "created": pl.Datetime("ms", "UTC"),
+                "x": pl.Float64,
+                "y": pl.Int64,
+            },
             strict=False,
         )
         frame.write_parquet(directory / f"part-{n:02d}.parquet")
@@ -257,9 +280,13 @@ def write_files(directory: Path, events: list[Event], files: list[list[int]]) ->
     return ordered
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(case=scenario())
-def test_training_set_matches_reference(tmp_path_factory: pytest.TempPathFactory, case: Any) -> None:
+def test_training_set_matches_reference(
+    tmp_path_factory: pytest.TempPathFactory, case: Any
+) -> None:
     events, files, spine_rows = case
     directory = tmp_path_factory.mktemp("events")
     ordered = write_files(directory, events, files)
