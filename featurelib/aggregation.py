@@ -125,7 +125,7 @@ def count(arg: Expr | str | None = None) -> AggExpr:
     return AggExpr("count", None if arg is None else _arg(arg, "count"))
 
 
-def sum(arg: Expr | str) -> AggExpr:  # noqa: A001 - mirrors Polars/SQL naming
+def sum(arg: Expr | str) -> AggExpr:
     """Sum of the non-null values (0 for an empty window); booleans count their trues.
 
     Examples:
@@ -147,7 +147,7 @@ def mean(arg: Expr | str) -> AggExpr:
     return AggExpr("mean", _arg(arg, "mean"))
 
 
-def min(arg: Expr | str) -> AggExpr:  # noqa: A001
+def min(arg: Expr | str) -> AggExpr:
     """Smallest non-null value.
 
     Examples:
@@ -158,7 +158,7 @@ def min(arg: Expr | str) -> AggExpr:  # noqa: A001
     return AggExpr("min", _arg(arg, "min"))
 
 
-def max(arg: Expr | str) -> AggExpr:  # noqa: A001
+def max(arg: Expr | str) -> AggExpr:
     """Largest non-null value.
 
     Examples:

@@ -22,7 +22,17 @@ def check_name(name: object, *, kind: str, where: str | None = None) -> str:
             hint="names are identifiers: ASCII letters, digits and underscores, not starting "
             "with a digit",
         )
+    if "__" in name and kind in _RESERVED_SEPARATOR_KINDS:
+        raise DefinitionError(
+            f"invalid {kind} name {name!r}: '__' is reserved",
+            where=where,
+            hint="'__' separates view and feature in full feature names (view__feature); "
+            "use a single underscore",
+        )
     return name
+
+
+_RESERVED_SEPARATOR_KINDS = ("feature view", "aggregation view", "on-demand view", "feature")
 
 
 @dataclass(frozen=True, init=False)

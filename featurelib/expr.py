@@ -6,7 +6,10 @@ operators build new expressions, so compare nodes (`a.node == b.node`) to test e
 
 Null semantics follow SQL and Polars: arithmetic and comparisons with a null give null, `&` and `|`
 use three-valued logic. Division by zero, `log` of a non-positive number and `sqrt` of a negative
-number give null (never NaN or infinity), so features stay NaN-free.
+number give null (never NaN or infinity), so features stay NaN-free. `//` and `%` floor, like
+Python: `-7 // 2 == -4`, `-7 % 2 == 1`; on floats they are Polars' `floor(a / b)` and
+`a - b * floor(a / b)`, which can differ from Python's in the last bit (`1.0 // 0.1` is 10.0).
+Literals are finite (NaN and infinity are rejected: write None) and -0.0 is stored as 0.0.
 """
 
 from __future__ import annotations
@@ -130,7 +133,8 @@ ARITY |= {"cast": 1, "clip": 1, "round": 1, "contains": 1, "starts_with": 1}
 OPTIONS: dict[str, tuple[str, ...]] = dict.fromkeys(ALL_FNS, ())
 OPTIONS |= {"cast": ("dtype",), "clip": ("lower", "upper"), "round": ("decimals",)}
 OPTIONS |= {"contains": ("pattern",), "starts_with": ("prefix",)}
-OPTIONS |= dict.fromkeys(("hour", "weekday", "day", "month"), ("time_zone",))
+DT_PARTS = ("hour", "weekday", "day", "month", "year")
+OPTIONS |= dict.fromkeys(DT_PARTS, ("time_zone",))
 
 #: Types a value can be cast to; the key is the target, the value the accepted sources.
 CASTS = {
@@ -188,7 +192,7 @@ def option_problem(fn: str, options: tuple[tuple[str, Option], ...]) -> tuple[st
         key = "pattern" if fn == "contains" else "prefix"
         if not isinstance(given.get(key), str):
             return f".str.{fn}() needs a string, got {given.get(key)!r}", '.str.contains("JFK")'
-    if fn in ("hour", "weekday", "day", "month") and given.get("time_zone") is not None:
+    if fn in DT_PARTS and given.get("time_zone") is not None:
         tz = given["time_zone"]
         if not _is_time_zone(tz):
             return f"unknown time zone {tz!r}", 'use an IANA name such as "America/New_York"'

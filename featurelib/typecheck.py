@@ -11,6 +11,7 @@ from featurelib.expr import (
     ARITY,
     BINARY_OPS,
     CASTS,
+    DT_PARTS,
     Call,
     Column,
     FeatureRef,
@@ -22,7 +23,7 @@ from featurelib.expr import (
 
 _ARITH = ("add", "sub", "mul", "floordiv", "mod")
 _COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
-_DT_PARTS = ("hour", "weekday", "day", "month", "year")
+_DT_PARTS = DT_PARTS
 
 
 _METHODS = {"neg": "-", "not": "~"}

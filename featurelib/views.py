@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 from featurelib import dtypes
 from featurelib.aggregation import AggExpr, Aggregation, Window
@@ -127,7 +127,14 @@ class _ViewMixin:
         """A hash of the definition's semantics; changes when any expression or window does."""
         return _version(self.to_spec())
 
+    @overload
+    def __getitem__(self, item: str) -> Expr: ...
+
+    @overload
+    def __getitem__(self, item: list[str]) -> Projection: ...
+
     def __getitem__(self, item: str | list[str]) -> Expr | Projection:
+        """`view["f"]` names one feature in expressions; `view[["f", "g"]]` selects features."""
         if isinstance(item, list):
             return Projection(self, item)  # type: ignore[arg-type]
         if item not in self.feature_names():

@@ -159,10 +159,10 @@ def test_feature_view_without_schema_defers_checks() -> None:
             "feature view 'fv'",
         ),
         (
-            lambda: fl.FeatureView("fv", [CARRIER], REQUEST, ["dest"]),
+            lambda: fl.FeatureView("fv", [CARRIER], REQUEST, ["dest"]),  # type: ignore[arg-type]
             fl.DefinitionError,
             "feature view 'fv'",
-        ),  # type: ignore[arg-type]
+        ),
         (
             lambda: fl.FeatureView(
                 "fv", [CARRIER, fl.Entity("c2", {"carrier": fl.String})], FLIGHTS, ["dest"]
@@ -203,9 +203,9 @@ def test_feature_view_errors(build: Callable[[], Any], error: type[Exception], w
         lambda: fl.col("x").fill_null(fl.mean("y")),
         lambda: fl.when(fl.col("x") > 0).then(fl.sum("y")).otherwise(0),
         lambda: fl.col("x") + fl.sum("y").windows("1d"),
-        lambda: fl.sum(fl.mean("x")),
-        lambda: fl.count(fl.last("x")),
-        lambda: fl.sum(fl.mean("x").windows("1h")),
+        lambda: fl.sum(fl.mean("x")),  # type: ignore[arg-type]
+        lambda: fl.count(fl.last("x")),  # type: ignore[arg-type]
+        lambda: fl.sum(fl.mean("x").windows("1h")),  # type: ignore[arg-type]
     ],
 )
 def test_aggregate_inside_a_row_expression(build: Callable[[], Any]) -> None:
@@ -875,3 +875,13 @@ def test_feature_service_version() -> None:
     assert fl.FeatureService("svc", [stats], description="model v1").version == base
     renamed = stats[["count_1d"]].rename({"count_1d": "n"})
     assert fl.FeatureService("svc", [renamed]).version != base
+
+
+@pytest.mark.parametrize("kind", ["view", "feature"])
+def test_double_underscore_is_reserved_in_view_and_feature_names(kind: str) -> None:
+    ent = fl.Entity("user", {"user_id": fl.Int64})
+    src = fl.ParquetSource("ev", "ev.parquet")
+    view_name, feature_name = ("user__stats", "x") if kind == "view" else ("stats", "x__y")
+    with pytest.raises(fl.DefinitionError, match="'__' is reserved") as info:
+        fl.FeatureView(view_name, [ent], src, {feature_name: fl.col("x")})
+    assert "view__feature" in (info.value.hint or "")

@@ -10,7 +10,7 @@ import polars as pl
 from featurelib import dtypes
 from featurelib.dtypes import DType
 from featurelib.errors import ExpressionTypeError
-from featurelib.expr import Call, Column, FeatureRef, Literal, Node, When
+from featurelib.expr import DT_PARTS, Call, Column, FeatureRef, Literal, Node, When
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -90,7 +90,7 @@ def to_polars(
 _OPERAND_TYPE: dict[str, pl.DataType] = {
     **dict.fromkeys(("and", "or", "not"), pl.Boolean()),
     **dict.fromkeys(("lower", "upper", "str_len", "contains", "starts_with"), pl.String()),
-    **dict.fromkeys(("hour", "weekday", "day", "month"), TIMESTAMP),
+    **dict.fromkeys(DT_PARTS, TIMESTAMP),
     **dict.fromkeys(("neg", "abs", "sqrt", "log", "clip", "round"), pl.Float64()),
 }
 
