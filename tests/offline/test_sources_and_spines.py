@@ -62,7 +62,9 @@ def check(out: pl.DataFrame) -> None:
 
 def test_parquet_file(tmp_path: Path) -> None:
     events_frame().write_parquet(tmp_path / "events.parquet")
-    check(fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), SPINE, repo=tmp_path))
+    check(
+        fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), SPINE, repo=tmp_path)
+    )
 
 
 def test_partitioned_parquet_directory(tmp_path: Path) -> None:
@@ -92,7 +94,9 @@ def test_other_time_zones_and_units_are_converted(tmp_path: Path) -> None:
     )
     frame.write_parquet(tmp_path / "events.parquet")
     spine = SPINE.with_columns(pl.col("event_timestamp").dt.convert_time_zone("Asia/Tokyo"))
-    out = fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path)
+    out = fl.training_set(
+        service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path
+    )
     assert out["amount"].to_list() == EXPECTED_AMOUNT
     assert out["event_timestamp"].dtype == pl.Datetime("us", "UTC")
 
@@ -125,14 +129,18 @@ def test_pandas_spine_with_nullable_keys(tmp_path: Path) -> None:
     spine = pd.DataFrame(
         {"user_id": pd.array([1, None], dtype="Int64"), "event_timestamp": [T0, T0]}
     )
-    out = fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path)
+    out = fl.training_set(
+        service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path
+    )
     assert out["amount"].to_list() == [10.0, None]
 
 
 def test_spine_keys_of_another_type_are_cast(tmp_path: Path) -> None:
     events_frame().write_parquet(tmp_path / "events.parquet")
     spine = pl.DataFrame({"user_id": ["1", "x"], "event_timestamp": [T0, T0]})
-    out = fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path)
+    out = fl.training_set(
+        service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path
+    )
     assert out["amount"].to_list() == [10.0, None]  # "x" is no user id: null, not an error
     assert out["user_id"].to_list() == ["1", "x"]  # spine columns pass through untouched
 
@@ -141,13 +149,20 @@ def test_full_feature_names(tmp_path: Path) -> None:
     events_frame().write_parquet(tmp_path / "events.parquet")
     svc = service_for(fl.ParquetSource("ev", "events.parquet"))
     out = fl.training_set(svc, SPINE, repo=tmp_path, full_feature_names=True)
-    assert out.columns == ["user_id", "event_timestamp", "user_latest__amount", "user_latest__country"]
+    assert out.columns == [
+        "user_id",
+        "event_timestamp",
+        "user_latest__amount",
+        "user_latest__country",
+    ]
 
 
 def test_extra_spine_columns_pass_through_in_order(tmp_path: Path) -> None:
     events_frame().write_parquet(tmp_path / "events.parquet")
     spine = SPINE.with_columns(label=pl.Series([1, 0, 1, 0, 1, 0]))
-    out = fl.training_set(service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path)
+    out = fl.training_set(
+        service_for(fl.ParquetSource("ev", "events.parquet")), spine, repo=tmp_path
+    )
     assert out.columns == ["user_id", "event_timestamp", "label", "amount", "country"]
     assert out["label"].to_list() == [1, 0, 1, 0, 1, 0]
 
@@ -233,4 +248,3 @@ def test_spine_of_an_unsupported_type(tmp_path: Path) -> None:
     svc = service_for(fl.ParquetSource("ev", "events.parquet"))
     with pytest.raises(fl.SpineError, match="cannot read a spine from int"):
         fl.training_set(svc, 42, repo=tmp_path)
-
