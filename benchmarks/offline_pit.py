@@ -228,10 +228,30 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured and whether featurelib/ had uncommitted changes."""
+
+    def git(*argv: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *argv], cwd=HERE.parent, capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "featurelib_dirty": bool(
+            git("status", "--porcelain", "--untracked-files=no", "--", "featurelib")
+        ),
+    }
+
+
 def ratio(num: dict[str, Any] | None, den: dict[str, Any] | None, key: str) -> float | None:
     if not num or not den or key not in num or key not in den or not den[key]:
         return None
-    return round(num[key] / den[key], 3)
+    return round(float(num[key]) / float(den[key]), 3)
 
 
 def paired_ratio(runs: dict[str, list[dict[str, Any]]], num: str, den: str) -> float | None:
@@ -394,7 +414,7 @@ def main() -> None:
 
     repeats = args.repeats or (1 if args.quick else 3)
     plan = make_plan(cfg, args)
-    load_before = os.getloadavg()
+    load_before, version_before = os.getloadavg(), code_version()
     data_dir, meta = ensure_data(cfg, Path(args.data_root).resolve(), args.timeout)
     out_dir = data_dir / "out"
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -419,6 +439,7 @@ def main() -> None:
         "results": results,
         "checks": checks,
         "data": {**meta, "dir": str(data_dir)},
+        "code": {"before": version_before, "after": code_version()},
         "machine": {
             **machine_info(),
             "loadavg_before": [round(x, 2) for x in load_before],

@@ -82,7 +82,7 @@ def generate(cfg: Config, data_dir: Path) -> None:
     start_us = int(START.timestamp()) * 1_000_000
     span_us = cfg.days * DAY_US
 
-    def timestamps(values: Any) -> pl.Expr:
+    def timestamps(values: str) -> pl.Expr:
         return pl.from_epoch(values, time_unit="us").dt.replace_time_zone("UTC")
 
     def events(name: str, rows: int, features: list[str]) -> pl.DataFrame:
@@ -191,7 +191,12 @@ def setup_polars_floor(data_dir: Path, spine_path: Path) -> Timed:
                 .sort("event_timestamp")
             )
             joined = left.lazy().join_asof(
-                right, on="event_timestamp", by="user_id", strategy="backward", tolerance=view.ttl
+                right,
+                on="event_timestamp",
+                by="user_id",
+                strategy="backward",
+                tolerance=view.ttl,
+                check_sortedness=False,  # both sides are sorted just above
             )
             queries.append(joined.sort("__row").select(view.features))
         return pl.concat([spine.drop("__row"), *pl.collect_all(queries)], how="horizontal")

@@ -1,0 +1,1 @@
+"""featurelib's online (Redis) layer."""
