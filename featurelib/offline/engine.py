@@ -70,14 +70,29 @@ def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
         )
 
 
-def _plain(view: FeatureView, spine: pl.LazyFrame, root: Path, ts: str) -> pl.LazyFrame:
-    keys = list(view.join_keys)
-    source = cast_keys(read_source(view.source, root), _key_types(view))
-    view.feature_dtypes(_actual_columns(source))
-    rows = plain.view_rows(view, source, keys)
-    sides = spine.select(ROW, ts, *keys).sort(ts)
-    joined = plain.join_plain(sides, view, rows, keys, ts)
-    return joined.select(ROW, *[f"{view.name}__{n}" for n in view.feature_names()])
+def _plain_features(
+    views: list[FeatureView], spine: pl.DataFrame, root: Path, ts: str, progress: Progress | None
+) -> pl.DataFrame:
+    """All plain views' features, as `ROW` + columns, in spine order."""
+    groups = plain.group_views(views)
+    started = time.perf_counter()
+    rows = []
+    for group in groups:
+        source = cast_keys(read_source(group.views[0].source, root), _key_types(group.views[0]))
+        columns = _actual_columns(source)
+        for view in group.views:
+            view.feature_dtypes(columns)
+        rows.append(group.rows(source))
+    collected = pl.collect_all(rows)  # sources are read and sorted in parallel
+    joined = spine.select(ROW, ts, *{k for g in groups for k in g.keys}).sort(ts).lazy()
+    for group, frame in zip(groups, collected, strict=True):
+        joined = group.join(joined, frame.lazy(), ts)
+    names = [f"{v.name}__{n}" for v in views for n in v.feature_names()]
+    out = joined.select(ROW, *names).collect().sort(ROW)
+    if progress:
+        elapsed = time.perf_counter() - started
+        progress(f"plain views {[v.name for v in views]}: {out.height:,} rows in {elapsed:.2f}s")
+    return out
 
 
 def _actual_columns(frame: pl.LazyFrame) -> dict[str, Any]:
@@ -182,19 +197,22 @@ def training_set(
     for view in stored:
         all_keys.update(_key_types(view))
     work = cast_keys(frame.lazy().select(ROW, timestamp_column, *all_keys), all_keys).collect()
-    features = frame.select(ROW)
-    for step, view in enumerate(stored, start=1):
+    parts = [frame.drop(ROW)]
+    plain_views = [v for v in stored if isinstance(v, FeatureView)]
+    if plain_views:
+        parts.append(_plain_features(plain_views, work, root, timestamp_column, progress).drop(ROW))
+    aggregation_views = [v for v in stored if isinstance(v, AggregationView)]
+    for step, agg_view in enumerate(aggregation_views, start=1):
         started = time.perf_counter()
-        if isinstance(view, FeatureView):
-            part = _plain(view, work.lazy(), root, timestamp_column).collect()
-        else:
-            part = _aggregated(view, work, root, timestamp_column, progress)
-        features = features.join(part, on=ROW, how="left")
+        part = _aggregated(agg_view, work, root, timestamp_column, progress)
+        parts.append(part.sort(windows.ROW).drop(windows.ROW))
         if progress:
             elapsed = time.perf_counter() - started
-            progress(f"[{step}/{len(stored)}] {view.name}: {len(part):,} rows in {elapsed:.2f}s")
-    features = features.sort(ROW)
-    joined = pl.concat([frame, features.drop(ROW)], how="horizontal")
+            progress(
+                f"[{step}/{len(aggregation_views)}] {agg_view.name}: "
+                f"{part.height:,} rows in {elapsed:.2f}s"
+            )
+    joined = pl.concat(parts, how="horizontal")
     for od in on_demand:
         exprs = [
             to_polars(node).cast(polars_dtype(dtype), strict=False).alias(f"{od.name}__{n}")

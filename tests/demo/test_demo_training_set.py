@@ -48,7 +48,8 @@ def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> No
         check=False,
     )
     assert run.returncode == 0, run.stderr
-    assert "[6/6]" in run.stderr  # progress is shown
+    assert "[4/4] plane_delays" in run.stderr  # progress is shown
+    assert "plain views" in run.stderr
     assert "rows/s" in run.stderr
     frame = pl.read_parquet(out)
     spine = pl.read_parquet(demo_repo / "data" / "spine.parquet")

@@ -248,3 +248,13 @@ def test_spine_of_an_unsupported_type(tmp_path: Path) -> None:
     svc = service_for(fl.ParquetSource("ev", "events.parquet"))
     with pytest.raises(fl.SpineError, match="cannot read a spine from int"):
         fl.training_set(svc, 42, repo=tmp_path)
+
+
+def test_polars_backward_asof_takes_the_last_of_tied_rows() -> None:
+    """The plain-view join relies on this (no de-duplication pass): pin it against upgrades."""
+    right = pl.DataFrame({"k": [1, 1, 1, 1], "e": [1, 2, 2, 2], "v": ["a", "b", "c", "d"]})
+    left = pl.DataFrame({"k": [1, 1], "t": [2, 5]})
+    out = left.join_asof(
+        right, left_on="t", right_on="e", by="k", strategy="backward", check_sortedness=False
+    )
+    assert out["v"].to_list() == ["d", "d"]
