@@ -101,9 +101,11 @@ def _actual_columns(frame: pl.LazyFrame) -> dict[str, Any]:
     return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
 
 
-def _aggregated(
-    view: AggregationView, spine: pl.DataFrame, root: Path, ts: str, progress: Progress | None
-) -> pl.DataFrame:
+def aggregation_events(
+    view: AggregationView, root: Path
+) -> tuple[windows.EventFrame, dict[str, pl.DataType]]:
+    """The view's events (keys, event time, created, source order, one argument column per
+    aggregation) with their states, and the argument columns' original types."""
     keys = list(view.join_keys)
     source = cast_keys(read_source(view.source, root), _key_types(view))
     view.feature_dtypes(_actual_columns(source))
@@ -128,7 +130,7 @@ def _aggregated(
         .filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
         .filter(pl.col(windows.EVENT_US).is_not_null())
     )
-    arg_types = frame.collect_schema()
+    arg_types = dict(frame.collect_schema())
     fixed: list[State] = []
     casts: list[pl.Expr] = []
     for state in states:
@@ -142,7 +144,15 @@ def _aggregated(
         fixed.append(State(state.fn, state.prefix, dtype))
     if casts:
         frame = frame.with_columns(casts)
-    events = windows.EventFrame(frame, keys, fixed)
+    return windows.EventFrame(frame, keys, fixed), arg_types
+
+
+def _aggregated(
+    view: AggregationView, spine: pl.DataFrame, root: Path, ts: str, progress: Progress | None
+) -> pl.DataFrame:
+    keys = list(view.join_keys)
+    events, arg_types = aggregation_events(view, root)
+    fixed = events.states
     by_window: dict[Any, list[tuple[str, State]]] = {}
     for (name, _, window), state in zip(
         view.features_with_windows(),

@@ -1,0 +1,159 @@
+"""Materialization: compute online records with the Polars engine and write them to Redis.
+
+Plain views: the latest row per entity among source rows with start <= event time <= end
+(written only if newer than what is stored). Aggregation views: every tile and aligned block
+touched by events up to `end`, recomputed from all the events it covers, for the retention of
+the longest window (a read at `end` needs nothing older; older blocks are trimmed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from featurelib.offline import plain
+from featurelib.offline.engine import _actual_columns, _key_types, aggregation_events
+from featurelib.offline.io import cast_keys, read_source
+from featurelib.online import layout
+from featurelib.online.store import RedisOnlineStore
+from featurelib.online.tiles import BLOCK, EVENT_US, LEVEL, block_frames, hop_plans
+from featurelib.views import AggregationView, FeatureView
+
+ENTITY = "__entity"
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What one view's materialization wrote."""
+
+    view: str
+    rows: int
+    records: int
+    seconds: float
+
+
+def _micros(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)
+
+
+def entity_expr(keys: list[str]) -> pl.Expr:
+    """The entity part of a key (join key values joined by the layout's separator)."""
+    return pl.concat_str(
+        [pl.col(k).cast(pl.String) for k in keys], separator=layout.SEPARATOR
+    ).alias(ENTITY)
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _micros(value)
+    return value
+
+
+def materialize_plain(
+    store: RedisOnlineStore, view: FeatureView, root: Path, start: datetime, end: datetime
+) -> MaterializeResult:
+    started = time.perf_counter()
+    keys = list(view.join_keys)
+    source = cast_keys(read_source(view.source, root), _key_types(view))
+    view.feature_dtypes(_actual_columns(source))
+    group = plain.PlainGroup((view,), tuple(keys))
+    rows = group.rows(source)
+    names = [f"{view.name}__{n}" for n in view.feature_names()]
+    event = group.event_column
+    latest = (
+        rows.filter(pl.col(event).is_between(pl.lit(start), pl.lit(end)))
+        .unique(subset=keys, keep="last", maintain_order=True)
+        .select(entity_expr(keys), pl.col(event).dt.epoch("us"), *names)
+        .collect()
+    )
+    # Ties within the batch were settled by the sort; the header's created time is left empty.
+    payload = (
+        (entity, event_us, None, [_plain_value(v) for v in values])
+        for entity, event_us, *values in latest.iter_rows()
+    )
+    sent = store.write_rows(view.name, view.version, payload)
+    return MaterializeResult(view.name, latest.height, sent, time.perf_counter() - started)
+
+
+def _entity_blocks(
+    frame: pl.DataFrame, hop_us: int, cols: list[str]
+) -> Iterator[tuple[str, list[tuple[bytes, list[Any]]]]]:
+    ordered = frame.sort(ENTITY)
+    current: str | None = None
+    fields: list[tuple[bytes, list[Any]]] = []
+    for entity, level, block, *states in ordered.select(ENTITY, LEVEL, BLOCK, *cols).iter_rows():
+        if entity != current:
+            if current is not None:
+                yield current, fields
+            current, fields = entity, []
+        fields.append((layout.block_field(hop_us, level, block), states))
+    if current is not None:
+        yield current, fields
+
+
+def materialize_aggregation(
+    store: RedisOnlineStore,
+    view: AggregationView,
+    root: Path,
+    start: datetime,
+    end: datetime,
+) -> MaterializeResult:
+    started = time.perf_counter()
+    events, _ = aggregation_events(view, root)
+    keys = events.keys
+    end_us = _micros(end)
+    sorted_events = (
+        events.frame.filter(pl.col(EVENT_US) <= end_us)
+        .sort([*keys, EVENT_US, "__created", "__order"], nulls_last=False)
+        .collect()
+    )
+    rows = records = 0
+    for plan in hop_plans(view):
+        keep_from = end_us // plan.hop_us - plan.longest_window_hops
+        first = max(_micros(start) // plan.hop_us, keep_from)
+        first -= first % (1 << plan.max_level)  # recompute whole top-level blocks
+        chunk = sorted_events.filter(pl.col(EVENT_US) >= first * plan.hop_us)
+        rows += chunk.height
+        blocks = block_frames(chunk, keys, events.states, plan)
+        fresh = (pl.col(BLOCK) + 1) * (2 ** pl.col(LEVEL)) > keep_from
+        blocks = blocks.filter(fresh).with_columns(entity_expr(keys))
+        cols = [c for c in blocks.columns if c not in (*keys, LEVEL, BLOCK, ENTITY)]
+        records += store.write_blocks(
+            view.name,
+            view.version,
+            _entity_blocks(blocks, plan.hop_us, cols),
+            keep_from=[(plan.hop_us, keep_from)],
+        )
+    return MaterializeResult(view.name, rows, records, time.perf_counter() - started)
+
+
+def materialize(
+    store: RedisOnlineStore,
+    views: list[FeatureView | AggregationView],
+    root: Path,
+    start: datetime,
+    end: datetime,
+    progress: Progress | None = None,
+) -> list[MaterializeResult]:
+    """Materialize `views` for event times in [start, end]; returns per-view figures."""
+    results = []
+    for view in views:
+        if isinstance(view, FeatureView):
+            result = materialize_plain(store, view, root, start, end)
+        else:
+            result = materialize_aggregation(store, view, root, start, end)
+        results.append(result)
+        if progress:
+            rate = result.rows / max(result.seconds, 1e-9)
+            progress(
+                f"{view.name}: {result.rows:,} rows -> {result.records:,} records in "
+                f"{result.seconds:.2f}s ({rate:,.0f} rows/s)"
+            )
+    return results
