@@ -7,9 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from featurelib.errors import FeaturelibError
+
+
+def _default_repo() -> str:
+    return "." if Path("feature_store.yaml").exists() else "feature_repo"
 
 
 def _log(message: str) -> None:
@@ -103,6 +108,64 @@ def _cmd_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _when(text: str) -> datetime:
+    """An ISO 8601 time (naive = UTC) or "now"."""
+    if text == "now":
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"cannot read time {text!r}: use ISO 8601 such as 2013-06-01T12:00:00, or now"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _views_arg(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    from featurelib.online.api import materialize_incremental, materialize_range, open_store
+    from featurelib.repo import Repo
+
+    started = time.perf_counter()
+    repo = Repo.load(args.repo)
+    store = open_store(repo, args.redis_url)
+    if args.command == "materialize":
+        results = materialize_range(
+            store, repo, args.start, args.end, _views_arg(args.views), progress=_log
+        )
+    else:
+        results = materialize_incremental(
+            store, repo, args.end, _views_arg(args.views), progress=_log
+        )
+    rows = sum(r.rows for r in results)
+    elapsed = time.perf_counter() - started
+    _log(
+        f"materialized {len(results)} views: {rows:,} rows in {elapsed:.1f}s "
+        f"({rows / max(elapsed, 1e-9):,.0f} rows/s)"
+    )
+    return 0
+
+
+def _cmd_get_online(args: argparse.Namespace) -> int:
+    from featurelib.online.api import get_features, open_store
+    from featurelib.repo import Repo
+
+    repo = Repo.load(args.repo)
+    store = open_store(repo, args.redis_url)
+    rows = json.loads(args.rows)
+    rows = rows if isinstance(rows, list) else [rows]
+    response = get_features(store, repo, args.service, rows, at=args.at)
+    out = {
+        "features": response.to_dict(),
+        "statuses": response.statuses,
+    }
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="featurelib",
@@ -111,7 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_repo(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--repo", default="feature_repo", help="feature repo directory")
+        p.add_argument(
+            "--repo",
+            default=_default_repo(),
+            help="feature repo directory (default: . if it holds feature_store.yaml, "
+            "else feature_repo)",
+        )
         return p
 
     p = with_repo(sub.add_parser("demo-data", help="generate the flights demo data into REPO/data"))
@@ -130,6 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestamp-column", default="event_timestamp")
     p.add_argument("--full-feature-names", action="store_true", help="name outputs view__feature")
     p.set_defaults(func=_cmd_training_set)
+
+    def online(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--redis-url", default=None, help="default: REDIS_URL, else embedded")
+        return with_repo(p)
+
+    p = online(sub.add_parser("materialize", help="write [START, END] to the online store"))
+    p.add_argument("start", type=_when)
+    p.add_argument("end", type=_when)
+    p.add_argument("--views", help="comma-separated view names (default: all)")
+    p.set_defaults(func=_cmd_materialize)
+    p = online(
+        sub.add_parser("materialize-incremental", help="write from each view's last run up to END")
+    )
+    p.add_argument("end", type=_when)
+    p.add_argument("--views", help="comma-separated view names (default: all)")
+    p.set_defaults(func=_cmd_materialize)
+    p = online(sub.add_parser("get-online", help="read online features as JSON"))
+    p.add_argument("--service", required=True)
+    p.add_argument("--rows", required=True, help='JSON entity rows, e.g. \'[{"carrier": "UA"}]\'')
+    p.add_argument("--at", type=_when, default=None, help="read as of this time")
+    p.set_defaults(func=_cmd_get_online)
     return parser
 
 

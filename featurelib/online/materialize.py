@@ -115,6 +115,7 @@ def materialize_aggregation(
         .collect()
     )
     rows = records = 0
+    retention = []
     for plan in hop_plans(view):
         keep_from = end_us // plan.hop_us - plan.longest_window_hops
         first = max(_micros(start) // plan.hop_us, keep_from)
@@ -131,6 +132,8 @@ def materialize_aggregation(
             _entity_blocks(blocks, plan.hop_us, cols),
             keep_from=[(plan.hop_us, keep_from)],
         )
+        retention.append((plan.hop_us, keep_from))
+    store.trim_view(view.name, view.version, retention)
     return MaterializeResult(view.name, rows, records, time.perf_counter() - started)
 
 

@@ -25,6 +25,7 @@ from featurelib.online import layout, merge
 from featurelib.online.codec import decode_row, decode_states
 from featurelib.online.store import RedisOnlineStore
 from featurelib.online.tiles import HopPlan, hop_plans
+from featurelib.sources import RequestSource
 from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
 
 PRESENT = "PRESENT"
@@ -83,6 +84,14 @@ class ServingPlan:
         self.outputs = service.output_names()
         self.internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
         self.request_fields = sorted({f for od in on_demand for f in od.request_fields()})
+        self.request_types = {
+            name: dtype
+            for od in on_demand
+            for item in od.inputs
+            if isinstance(item, RequestSource)
+            for name, dtype in item.columns.items()
+            if name in self.request_fields
+        }
 
     @staticmethod
     def _layout(view: AggregationView, plan: HopPlan) -> _AggLayout:
@@ -249,6 +258,27 @@ def _decode_aggregation(
         columns[name], statuses[name] = values[j], status[j]
 
 
+def _request_frame(plan: ServingPlan, rows: pl.DataFrame) -> pl.DataFrame:
+    """The request fields in their declared types (timestamps parsed, naive read as UTC)."""
+    from featurelib.errors import SpineError
+    from featurelib.offline.io import to_utc
+
+    missing = [f for f in plan.request_fields if f not in rows.columns]
+    if missing:
+        raise SpineError(
+            f"request is missing fields {missing} needed by on-demand features",
+            where=f"feature service {plan.service.name!r}",
+            hint="send them with each entity row or in request_fields",
+        )
+    exprs = []
+    for name, dtype in plan.request_types.items():
+        if dtype.name == "Timestamp":
+            exprs.append(to_utc(pl.col(name), rows.schema[name]).alias(name))
+        else:
+            exprs.append(pl.col(name).cast(polars_dtype(dtype), strict=False))
+    return rows.select(exprs)
+
+
 def _assemble(
     plan: ServingPlan,
     rows: pl.DataFrame,
@@ -271,9 +301,8 @@ def _assemble(
     ]
     if stamps:
         frame = frame.with_columns(stamps)
-    request = [c for c in plan.request_fields if c in rows.columns]
     if plan.on_demand_exprs:
-        frame = pl.concat([rows.select(request), frame], how="horizontal").with_columns(
+        frame = pl.concat([_request_frame(plan, rows), frame], how="horizontal").with_columns(
             plan.on_demand_exprs
         )
         for od in plan.on_demand:

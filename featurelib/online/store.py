@@ -104,3 +104,17 @@ class RedisOnlineStore:
                 pending = 0
         pipe.execute()
         return written
+
+    def trim_view(self, view: str, version: str, keep_from: Sequence[tuple[int, int]]) -> int:
+        """Trim old blocks of every entity of a view (also those no new event touched)."""
+        trim = self._script("trim", TRIM)
+        args = [str(v) for pair in keep_from for v in pair]
+        pattern = layout.aggregation_key(self.project, view, version, "*")
+        pipe = self.client.pipeline(transaction=False)
+        removed = 0
+        for n, key in enumerate(self.client.scan_iter(match=pattern, count=1000), start=1):
+            trim(keys=[key], args=args, client=pipe)
+            if n % BATCH == 0:
+                removed += sum(pipe.execute())
+        removed += sum(pipe.execute())
+        return int(removed)
