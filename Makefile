@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPO ?= feature_repo
+DEMO_ROW := [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "scheduled_departure": "2013-12-31T23:30:00", "distance": 1400}]
 
 .PHONY: help install demo test lint format bench clean
 
@@ -19,10 +20,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install featurelib with the dev extra
 
-demo: $(STAMP) ## generate the flights demo data and build the demo training set
+demo: $(STAMP) ## demo data -> training set -> materialize to Redis -> online read
 	$(VENV)/bin/featurelib demo-data --repo $(REPO)
 	$(VENV)/bin/featurelib training-set --repo $(REPO) --service flight_delay \
 		--spine $(REPO)/data/spine.parquet --out $(REPO)/data/training_set.parquet
+	$(VENV)/bin/featurelib materialize-incremental 2013-12-31T23:00:00 --repo $(REPO)
+	$(VENV)/bin/featurelib get-online --repo $(REPO) --service flight_delay \
+		--at 2013-12-31T23:00:00 --rows '$(DEMO_ROW)'
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q

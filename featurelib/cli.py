@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -155,14 +156,24 @@ def _cmd_get_online(args: argparse.Namespace) -> int:
 
     repo = Repo.load(args.repo)
     store = open_store(repo, args.redis_url)
-    rows = json.loads(args.rows)
+    try:
+        rows = json.loads(args.rows)
+    except json.JSONDecodeError as exc:
+        from featurelib.errors import SpineError
+
+        raise SpineError(
+            f"--rows is not valid JSON: {exc}",
+            hint='pass a JSON object or list, e.g. \'[{"carrier": "UA"}]\'',
+        ) from None
     rows = rows if isinstance(rows, list) else [rows]
     response = get_features(store, repo, args.service, rows, at=args.at)
-    out = {
-        "features": response.to_dict(),
-        "statuses": response.statuses,
-    }
-    print(json.dumps(out, indent=2, default=str))
+    if args.json:
+        out = {"features": response.to_dict(), "statuses": response.statuses}
+        print(json.dumps(out, default=str))
+        return 0
+    for name, values in response.to_dict().items():
+        cells = "  ".join(f"{v!s} ({s})" for v, s in zip(values, response.statuses[name]))
+        print(f"{name:<32} {cells}")
     return 0
 
 
@@ -218,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", required=True)
     p.add_argument("--rows", required=True, help='JSON entity rows, e.g. \'[{"carrier": "UA"}]\'')
     p.add_argument("--at", type=_when, default=None, help="read as of this time")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_get_online)
     return parser
 
@@ -229,6 +241,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeaturelibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

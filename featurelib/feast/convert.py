@@ -17,7 +17,7 @@ Every object carries `featurelib.kind` and `featurelib.spec` (`fl.dumps`) tags, 
 also `featurelib.version`: the registry holds the exact definitions (registry.py reads them back)
 and `feast plan` shows any change to an expression or window as a diff. Each feature's Field
 description is the canonical JSON of its expression (or aggregate and window), so the `features`
-diff names the changed feature too. Feast computes none of these features: featurelib's offline
+diff names the changed feature too (stored views only; see `on_demand_view`). Feast computes none of these features: featurelib's offline
 store (offline_store.py) and online engine do.
 """
 
@@ -242,13 +242,13 @@ class Converter:
         out = FeaturelibOnDemandFeatureView(
             name=view.name,
             sources=sources,
+            # No Field descriptions here: Feast drops them when it reads an on-demand view
+            # back (OnDemandFeatureView._parse_features_from_proto) but keeps them in feature
+            # service projections, and then refuses the projection (with_projection). The
+            # expressions show in `feast plan` through the UDF source and the spec tag.
             schema=[
-                Field(
-                    name=n,
-                    dtype=feast_type(t, where=f"{where}, feature {n!r}"),
-                    description=_canonical(node_to_spec(node)),
-                )
-                for (n, node), t in zip(view.features, _odv_dtypes(self, view), strict=True)
+                Field(name=n, dtype=feast_type(t, where=f"{where}, feature {n!r}"))
+                for (n, _), t in zip(view.features, _odv_dtypes(self, view), strict=True)
             ],
             mode="python",
             udf=udf,  # type: ignore[arg-type]

@@ -106,6 +106,7 @@ def test_get_online_cli_prints_json(demo_repo: Path, redis_url: str) -> None:
     )
     run = cli(
         "get-online",
+        "--json",
         "--repo",
         str(demo_repo),
         "--service",
