@@ -90,6 +90,24 @@ def _lookback(view: FeatureView | AggregationView) -> timedelta | None:
     return timedelta(microseconds=longest)
 
 
+def _run(
+    store: RedisOnlineStore,
+    repo: Repo,
+    end: datetime,
+    starts: list[tuple[FeatureView | AggregationView, datetime]],
+    progress: Progress | None,
+) -> list[MaterializeResult]:
+    results = []
+    for view, start in starts:
+        if start > end:
+            if progress:
+                progress(f"{view.name}: already materialized up to {start.isoformat()}")
+            continue
+        results += materialize(store, [view], repo.root, start, end, progress)
+        store.client.set(_state_key(store, view), end.isoformat())  # only once the view is done
+    return results
+
+
 def materialize_range(
     store: RedisOnlineStore,
     repo: Repo,
@@ -99,11 +117,8 @@ def materialize_range(
     progress: Progress | None = None,
 ) -> list[MaterializeResult]:
     """Materialize event times in [start, end] and record `end` as each view's state."""
-    results = []
-    for view in stored_views(repo, views):
-        results += materialize(store, [view], repo.root, start, end, progress)
-        store.client.set(_state_key(store, view), end.isoformat())
-    return results
+    starts = [(view, start) for view in stored_views(repo, views)]
+    return _run(store, repo, end, starts, progress)
 
 
 def materialize_incremental(
@@ -115,19 +130,14 @@ def materialize_incremental(
 ) -> list[MaterializeResult]:
     """Materialize each view from its last materialized end (first run: its TTL / longest
     window before `end`, or everything when it has no TTL) up to `end`."""
-    results = []
+    starts = []
     for view in stored_views(repo, views):
         start = last_materialized(store, view)
         if start is None:
             lookback = _lookback(view)
             start = EPOCH if lookback is None else end - lookback
-        if start > end:
-            if progress:
-                progress(f"{view.name}: already materialized up to {start.isoformat()}")
-            continue
-        results += materialize(store, [view], repo.root, start, end, progress)
-        store.client.set(_state_key(store, view), end.isoformat())
-    return results
+        starts.append((view, start))
+    return _run(store, repo, end, starts, progress)
 
 
 def get_features(

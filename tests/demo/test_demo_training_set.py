@@ -6,6 +6,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -26,27 +27,20 @@ def sample_spine(demo_repo: Path) -> pl.DataFrame:
     return spine.sample(n=15_000, seed=7).sort("flight_id")
 
 
-def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> None:
-    out = tmp_path / "training.parquet"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "featurelib.cli",
-            "training-set",
-            "--repo",
-            str(demo_repo),
-            "--service",
-            "flight_delay",
-            "--spine",
-            str(demo_repo / "data" / "spine.parquet"),
-            "--out",
-            str(out),
-        ],
+def training_set_cli(repo: Path, service: str, spine: Path | str, out: Path) -> Any:
+    """Run `featurelib training-set` as a user would, in a subprocess."""
+    args = ["training-set", "--repo", str(repo), "--service", service]
+    return subprocess.run(
+        [sys.executable, "-m", "featurelib.cli", *args, "--spine", str(spine), "--out", str(out)],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "training.parquet"
+    run = training_set_cli(demo_repo, "flight_delay", demo_repo / "data" / "spine.parquet", out)
     assert run.returncode == 0, run.stderr
     assert "[4/4] plane_delays" in run.stderr  # progress is shown
     assert "plain views" in run.stderr
@@ -63,25 +57,7 @@ def test_cli_builds_the_demo_training_set(demo_repo: Path, tmp_path: Path) -> No
 
 
 def test_cli_reports_errors_without_a_traceback(demo_repo: Path, tmp_path: Path) -> None:
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "featurelib.cli",
-            "training-set",
-            "--repo",
-            str(demo_repo),
-            "--service",
-            "no_such_service",
-            "--spine",
-            "x.parquet",
-            "--out",
-            str(tmp_path / "o"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    run = training_set_cli(demo_repo, "no_such_service", "x.parquet", tmp_path / "o")
     assert run.returncode == 2
     assert "no feature service named 'no_such_service'" in run.stderr
     assert "flight_delay" in run.stderr  # the hint lists the services
