@@ -78,6 +78,8 @@ class AggExpr:
         if self.fn == "count":
             return dtypes.Int64
         if self.fn == "sum":
+            if not arg_dtype.is_known:
+                return dtypes.Unknown  # Int64 or Float64: only the data can tell
             return dtypes.Float64 if arg_dtype == dtypes.Float64 else dtypes.Int64
         if self.fn in ("mean", "stddev"):
             return dtypes.Float64

@@ -7,9 +7,10 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from featurelib.errors import FeaturelibError
 
@@ -231,7 +232,115 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", type=_when, default=None, help="read as of this time")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_get_online)
+    _add_push_commands(sub, with_repo)
     return parser
+
+
+# ----------------------------------------------------------------------------- push & stream
+# (featurelib.online.push / featurelib.online.stream; kept together in this block)
+
+
+def _push_store(args: argparse.Namespace) -> tuple[Any, Any]:
+    from featurelib.online.connection import connect
+    from featurelib.online.project import project_name
+    from featurelib.online.store import RedisOnlineStore
+    from featurelib.repo import Repo
+
+    repo = Repo.load(args.repo)
+    client = connect(args.redis_url, repo_root=repo.root)
+    return RedisOnlineStore(client, project_name(repo.root)), repo
+
+
+def _read_rows_file(path: Path) -> Any:
+    import polars as pl
+
+    if not path.is_file():
+        raise FeaturelibError(f"{path} does not exist", hint="pass a .parquet or .json file")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix in (".jsonl", ".ndjson"):
+            return [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FeaturelibError(
+            f"{path} is not valid JSON: {exc}",
+            hint="a JSON array of objects (.json) or one object per line (.jsonl)",
+        ) from None
+    return rows if isinstance(rows, list) else [rows]
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from featurelib.online.push import push
+
+    store, repo = _push_store(args)
+    rows = _read_rows_file(Path(args.file))
+    result = push(store, repo, args.source, rows, event_id_field=args.event_id_field)
+    summary = {
+        "source": result.source,
+        "received": result.received,
+        "appended": result.appended,
+        "duplicates": result.duplicates,
+        "resumed": result.resumed,
+        "log_file": None if result.log_file is None else str(result.log_file),
+        "online": result.online,
+        "ignored_columns": list(result.ignored_columns),
+        "skipped_by_view": result.skipped,
+        "seconds": round(result.seconds, 3),
+    }
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from featurelib.online.stream import StreamConsumer
+
+    store, repo = _push_store(args)
+    consumer = StreamConsumer(
+        store,
+        repo,
+        args.source,
+        args.stream,
+        args.group,
+        args.consumer,
+        batch_size=args.batch_size,
+        block_ms=args.block_ms,
+        claim_idle_ms=args.claim_idle_ms,
+        event_id_field=args.event_id_field,
+        log=_log,
+    )
+    stats = consumer.run(max_messages=args.max_messages, idle_exit_s=args.idle_exit)
+    print(json.dumps(asdict(stats)))
+    return 0
+
+
+def _add_push_commands(sub: Any, with_repo: Callable[[Any], Any]) -> None:
+    def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--source", required=True, help="source the events belong to")
+        p.add_argument("--redis-url", default=None, help="default: REDIS_URL, else embedded")
+        p.add_argument(
+            "--event-id-field", default=None, help="de-duplicate by this column (default: event_id)"
+        )
+        return with_repo(p)  # type: ignore[no-any-return]
+
+    p = common(sub.add_parser("push", help="push event rows (offline log + online store)"))
+    p.add_argument("--file", required=True, help="rows: .parquet, .json (array) or .jsonl")
+    p.set_defaults(func=_cmd_push)
+    p = common(sub.add_parser("stream", help="consume a Redis Stream of events into a source"))
+    p.add_argument("--stream", required=True, help="stream key, e.g. flights:events")
+    p.add_argument("--group", default="featurelib", help="consumer group (created if missing)")
+    p.add_argument("--consumer", required=True, help="this consumer's name (unique per process)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--block-ms", type=int, default=1000, help="longest wait for new entries")
+    p.add_argument(
+        "--claim-idle-ms", type=int, default=30000, help="reclaim others' entries idle this long"
+    )
+    p.add_argument("--max-messages", type=int, default=None, help="stop after N entries")
+    p.add_argument("--idle-exit", type=float, default=None, help="stop after S idle seconds")
+    p.set_defaults(func=_cmd_stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

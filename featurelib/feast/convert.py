@@ -17,7 +17,8 @@ Every object carries `featurelib.kind` and `featurelib.spec` (`fl.dumps`) tags, 
 also `featurelib.version`: the registry holds the exact definitions (registry.py reads them back)
 and `feast plan` shows any change to an expression or window as a diff. Each feature's Field
 description is the canonical JSON of its expression (or aggregate and window), so the `features`
-diff names the changed feature too (stored views only; see `on_demand_view`). Feast computes none of these features: featurelib's offline
+diff names the changed feature too (stored views only; see `on_demand_view`). Feast computes
+none of these features: featurelib's offline
 store (offline_store.py) and online engine do.
 """
 
@@ -234,9 +235,7 @@ class Converter:
         if not sources:  # only constant features: Feast still wants one source
             first = view.inputs[0]
             sources.append(
-                self.request_source(first)
-                if isinstance(first, RequestSource)
-                else self.view(first)
+                self.request_source(first) if isinstance(first, RequestSource) else self.view(first)
             )
         udf, udf_string = make_udf(view)
         out = FeaturelibOnDemandFeatureView(
@@ -323,4 +322,3 @@ def _odv_dtypes(conv: Converter, view: OnDemandView) -> list[DType]:
 def to_feast(repo: Repo) -> FeastObjects:
     """The Feast objects registering every definition of `repo` (and their dependencies)."""
     return Converter(repo.root).convert(repo)
-

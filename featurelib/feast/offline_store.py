@@ -41,6 +41,7 @@ from feast.saved_dataset import SavedDatasetStorage
 
 from featurelib.errors import FeaturelibError, SourceError
 from featurelib.feast import pull, retrieval
+from featurelib.feast.sources import from_feast_source
 from featurelib.offline.engine import stderr_progress
 
 STORE_TYPE = "featurelib.feast.offline_store.FeaturelibOfflineStore"
@@ -49,7 +50,9 @@ STORE_TYPE = "featurelib.feast.offline_store.FeaturelibOfflineStore"
 class FeaturelibOfflineStoreConfig(FeastConfigBaseModel):
     """Config of the featurelib offline store (`offline_store:` in feature_store.yaml)."""
 
-    type: Literal["featurelib.feast.offline_store.FeaturelibOfflineStore"] = STORE_TYPE
+    type: Literal["featurelib.feast.offline_store.FeaturelibOfflineStore"] = (
+        "featurelib.feast.offline_store.FeaturelibOfflineStore"
+    )
     progress: bool = True
     """Print training-set progress lines on stderr."""
 
@@ -211,17 +214,13 @@ class FeaturelibOfflineStore(OfflineStore):
 
     def validate_data_source(self, config: RepoConfig, data_source: DataSource) -> None:
         """Check that featurelib can read the source (raises a featurelib SourceError)."""
+        from feast.data_source import RequestSource
+
         from featurelib.offline.io import read_source
 
-        if isinstance(data_source, DataSource) and not _is_request_source(data_source):
-            source = pull.from_feast_source(data_source)
+        if not isinstance(data_source, RequestSource):
+            source = from_feast_source(data_source)
             read_source(source, _root(config)).collect_schema()
-
-
-def _is_request_source(data_source: DataSource) -> bool:
-    from feast.data_source import RequestSource
-
-    return isinstance(data_source, RequestSource)
 
 
 def _metadata(entity_df: pd.DataFrame, feature_refs: list[str]) -> RetrievalMetadata:

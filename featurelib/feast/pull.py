@@ -11,10 +11,11 @@ requested features) and computes the features with featurelib's engine:
   event's time; `pull_latest` gives one row per entity whose windows may have changed in the
   range, with the values as of `end_date` (event and created timestamps = `end_date`).
 
-Rows are filtered to `start_date <= event time <= end_date` (Feast's file store is inclusive on
-both ends). Rows with the same keys and the same event and created timestamps are reduced to the
-last in source order (featurelib's tie rule), so Feast's de-duplication (by event then created
-timestamp) keeps the row featurelib would serve.
+Rows with a null join key are dropped (a null key never gets features; Feast cannot store
+one). Rows are filtered to `start_date <= event time <= end_date` (Feast's file store is
+inclusive on both ends). Rows with the same keys and the same event and created timestamps are
+reduced to the last in source order (featurelib's tie rule), so Feast's de-duplication (by event
+then created timestamp) keeps the row featurelib would serve.
 """
 
 from __future__ import annotations
@@ -93,10 +94,20 @@ def pull(
     created = created_timestamp_column or None
     keys = list(join_key_columns)
     ts = pl.col(timestamp_field)
+    if keys:  # a null key never gets features (and Feast cannot store one)
+        frame = frame.filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
     if isinstance(view, AggregationView):
         return _aggregated(
-            view, frame, keys, feature_name_columns, timestamp_field, created, start_date,
-            end_date, root, latest=latest,
+            view,
+            frame,
+            keys,
+            feature_name_columns,
+            timestamp_field,
+            created,
+            start_date,
+            end_date,
+            root,
+            latest=latest,
         )
     in_range = pl.lit(True)
     if start_date is not None:

@@ -48,12 +48,12 @@ class FeaturelibSource(DataSource):
         )
 
     def __hash__(self) -> int:
-        return super().__hash__()
+        return hash((self.name, self.timestamp_field))
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, FeaturelibSource)
-            and super().__eq__(other)
+            and bool(super().__eq__(other))  # type: ignore[no-untyped-call]
             and self.featurelib_source == other.featurelib_source
         )
 
@@ -104,9 +104,9 @@ class FeaturelibSource(DataSource):
     def get_table_column_names_and_types(self, config: RepoConfig) -> Iterable[tuple[str, str]]:
         from pathlib import Path
 
-        from featurelib.offline.io import ORDER, read_source
-
         import polars as pl
+
+        from featurelib.offline.io import ORDER, read_source
 
         frame = read_source(self.featurelib_source, Path(str(config.repo_path or ".")))
         arrow = pl.DataFrame(schema=frame.collect_schema()).to_arrow().schema

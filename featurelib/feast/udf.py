@@ -44,7 +44,7 @@ def make_udf(view: OnDemandView) -> tuple[Callable[[dict[str, Any]], dict[str, A
     """The UDF of `view` and its source text (what Feast stores as `udf_string`)."""
     source = udf_source(view)
     namespace: dict[str, Any] = {"__name__": f"featurelib_udf_{view.name}"}
-    exec(compile(source, f"<featurelib udf {view.name}>", "exec"), namespace)  # noqa: S102
+    exec(compile(source, f"<featurelib udf {view.name}>", "exec"), namespace)
     udf: Callable[[dict[str, Any]], dict[str, Any]] = namespace[view.name]
     return udf, source
 
@@ -85,16 +85,23 @@ def compile_view(spec: str) -> Compiled:
 
 
 def _column(name: str, values: list[Any], dtype: DType) -> pl.Series:
+    """One input column, typed like the offline engine's joined frame.
+
+    Values keep the type they arrive with (offline, input features have the type of the data,
+    which can differ from the declared type when a source has no declared schema), except:
+    timestamps are normalized to UTC, NaN is read as null, and an all-missing column gets the
+    declared type (Polars would type it Null).
+    """
     from featurelib.offline.io import to_utc
 
     series = pl.Series(name, values, strict=False)
-    if not dtype.is_known:
-        return series
-    if dtype.name == "Timestamp":
+    if series.dtype == pl.Null and dtype.is_known:
+        return series.cast(polars_dtype(dtype))
+    if dtype.name == "Timestamp" or isinstance(series.dtype, pl.Datetime):
         return pl.select(to_utc(pl.lit(series), series.dtype)).to_series().alias(name)
     if series.dtype.is_float():
-        series = series.fill_nan(None)  # NaN is missing, as everywhere in featurelib
-    return series.cast(polars_dtype(dtype), strict=False)
+        return series.fill_nan(None)  # NaN is missing, as everywhere in featurelib
+    return series
 
 
 def evaluate(spec: str, inputs: dict[str, Any]) -> dict[str, list[Any]]:

@@ -173,6 +173,11 @@ def _aggregated(
     return out.with_columns(casts_back) if casts_back else out
 
 
+def _typed(expr: pl.Expr, dtype: Any) -> pl.Expr:
+    """`expr` cast to a known declared type; left as computed when the type is Unknown."""
+    return expr.cast(polars_dtype(dtype), strict=False) if dtype.is_known else expr
+
+
 def training_set(
     service: FeatureService,
     spine: Any,
@@ -225,7 +230,7 @@ def training_set(
     joined = pl.concat(parts, how="horizontal")
     for od in on_demand:
         exprs = [
-            to_polars(node).cast(polars_dtype(dtype), strict=False).alias(f"{od.name}__{n}")
+            _typed(to_polars(node), dtype).alias(f"{od.name}__{n}")
             for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
         ]
         joined = joined.with_columns(exprs)

@@ -14,6 +14,7 @@ from featurelib.errors import SourceError, SpineError
 from featurelib.sources import BatchSource
 
 ORDER = "__order"  # source order: the tie-break after event and created timestamps
+PUSH_LOG_DIR = "_push_log"  # under <repo root>/data/: rows pushed online, one dir per source
 
 
 def to_utc(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
@@ -72,19 +73,78 @@ def _scan(source: BatchSource, root: Path) -> pl.LazyFrame:
     if source.format == "csv":
         return pl.scan_csv(path, try_parse_dates=True)
     if path.is_dir():
-        files = sorted(path.rglob("*.parquet"))
+        files = sorted(f for f in path.rglob("*.parquet") if PUSH_LOG_DIR not in f.parts)
         if not files:
             raise SourceError(f"no .parquet files under {path}", where=where)
         return pl.scan_parquet(files, hive_partitioning=True, hive_schema=None)
     return pl.scan_parquet(path)
 
 
+def push_log_dir(root: Path, source_name: str) -> Path:
+    """Where rows pushed to `source_name` are appended (see `featurelib.online.push`)."""
+    return root / "data" / PUSH_LOG_DIR / source_name
+
+
+def push_log_files(root: Path, source_name: str) -> list[Path]:
+    """The source's push log files, in name (= append) order."""
+    directory = push_log_dir(root, source_name)
+    return sorted(directory.glob("part-*.parquet")) if directory.is_dir() else []
+
+
+def _scan_log(files: list[Path]) -> pl.LazyFrame:
+    """The log files in order; runs of files sharing a schema are scanned together."""
+    runs: list[tuple[list[tuple[str, pl.DataType]], list[Path]]] = []
+    for file in files:
+        schema = list(pl.read_parquet_schema(file).items())
+        if runs and runs[-1][0] == schema:
+            runs[-1][1].append(file)
+        else:
+            runs.append((schema, [file]))
+    scans = [pl.scan_parquet(run) for _, run in runs]
+    return scans[0] if len(scans) == 1 else pl.concat(scans, how="diagonal_relaxed")
+
+
+def _source_missing(source: BatchSource, root: Path) -> bool:
+    """No file of the source exists yet (its rows, if any, are all in the push log)."""
+    if source.format == "duckdb":
+        return False
+    path = Path(source.location)
+    path = path if path.is_absolute() else root / path
+    if path.is_dir():
+        return not any(PUSH_LOG_DIR not in f.parts for f in path.rglob("*.parquet"))
+    return not path.exists()
+
+
 def read_source(source: BatchSource, root: Path) -> pl.LazyFrame:
-    """The source's rows with normalized types and an `__order` column (source order)."""
+    """The source's rows with normalized types and an `__order` column (source order).
+
+    Rows pushed to the source (`featurelib.online.push`, appended as Parquet files under
+    `<root>/data/_push_log/<source>/`) are part of it: they follow the source's own rows, file
+    by file in name order, normalized the same way (columns matched by name, types relaxed to
+    a common supertype). A source whose files do not exist yet reads as its push log alone.
+    """
     timestamps = [source.timestamp_field]
     if source.created_timestamp_field:
         timestamps.append(source.created_timestamp_field)
-    frame = normalize(_scan(source, root), timestamps)
+    log_files = push_log_files(root, source.name)
+    if not log_files:
+        frame = normalize(_scan(source, root), timestamps)
+    else:
+        log = normalize(_scan_log(log_files), timestamps)
+        if _source_missing(source, root):
+            frame = log
+        else:
+            own = normalize(_scan(source, root), timestamps)
+            frame = pl.concat([own, log], how="diagonal_relaxed")
+    return prepare_source_frame(source, frame)
+
+
+def prepare_source_frame(source: BatchSource, frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Check a normalized frame against the source's definition, cast declared columns and
+    number the rows (`__order`): what `read_source` does after reading."""
+    timestamps = [source.timestamp_field]
+    if source.created_timestamp_field:
+        timestamps.append(source.created_timestamp_field)
     schema = frame.collect_schema()
     where = f"source {source.name!r}"
     for field in timestamps:

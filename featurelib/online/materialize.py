@@ -1,9 +1,11 @@
 """Materialization: compute online records with the Polars engine and write them to Redis.
 
 Plain views: the latest row per entity among source rows with start <= event time <= end
-(written only if newer than what is stored). Aggregation views: every tile and aligned block
-touched by events up to `end`, recomputed from all the events it covers, for the retention of
-the longest window (a read at `end` needs nothing older; older blocks are trimmed).
+(written only if newer than what is stored: the record header carries the row's event and
+created times, so the store settles ties exactly as the offline engine does). Aggregation
+views: every tile and aligned block touched by events up to `end`, recomputed from all the
+events it covers, for the retention of the longest window (a read at `end` needs nothing
+older; older blocks are trimmed). `featurelib.online.push` reuses both for pushed rows.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from featurelib.offline import plain
+from featurelib.compile.polars_expr import TIMESTAMP, to_polars
 from featurelib.offline.engine import _actual_columns, _key_types, aggregation_events
 from featurelib.offline.io import cast_keys, read_source
 from featurelib.online import layout
@@ -26,6 +28,8 @@ from featurelib.online.tiles import BLOCK, EVENT_US, LEVEL, block_frames, hop_pl
 from featurelib.views import AggregationView, FeatureView
 
 ENTITY = "__entity"
+EVENT = "__event"
+CREATED = "__created"
 Progress = Callable[[str], None]
 
 
@@ -56,29 +60,59 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
+def latest_rows(
+    view: FeatureView,
+    source: pl.LazyFrame,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.DataFrame:
+    """Per entity, the latest row with start <= event time <= end (later event time wins, then
+    later created time, then later row): entity, event and created time in microseconds
+    (created null when the source has none) and the view's features in definition order.
+
+    `source` is a `read_source`-shaped frame (normalized, keys cast to the entity types)."""
+    keys = list(view.join_keys)
+    created = view.source.created_timestamp_field
+    rows = (
+        source.select(
+            *keys,
+            pl.col(view.source.timestamp_field).alias(EVENT),
+            (pl.col(created) if created else pl.lit(None, TIMESTAMP)).alias(CREATED),
+            *[to_polars(node).alias(f"{view.name}__{name}") for name, node in view.features],
+        )
+        .filter(pl.all_horizontal(pl.col(k).is_not_null() for k in keys))
+        .filter(pl.col(EVENT).is_not_null())
+    )
+    if start is not None and end is not None:
+        rows = rows.filter(pl.col(EVENT).is_between(pl.lit(start), pl.lit(end)))
+    names = [f"{view.name}__{n}" for n in view.feature_names()]
+    return (
+        rows.sort([EVENT, CREATED], nulls_last=False, maintain_order=True)
+        .unique(subset=keys, keep="last", maintain_order=True)
+        .select(
+            entity_expr(keys), pl.col(EVENT).dt.epoch("us"), pl.col(CREATED).dt.epoch("us"), *names
+        )
+        .collect()
+    )
+
+
+def write_latest(store: RedisOnlineStore, view: FeatureView, latest: pl.DataFrame) -> int:
+    """Keep-newest writes of `latest_rows` output; returns the rows sent."""
+    payload = (
+        (entity, event_us, created_us, [_plain_value(v) for v in values])
+        for entity, event_us, created_us, *values in latest.iter_rows()
+    )
+    return store.write_rows(view.name, view.version, payload)
+
+
 def materialize_plain(
     store: RedisOnlineStore, view: FeatureView, root: Path, start: datetime, end: datetime
 ) -> MaterializeResult:
     started = time.perf_counter()
-    keys = list(view.join_keys)
     source = cast_keys(read_source(view.source, root), _key_types(view))
     view.feature_dtypes(_actual_columns(source))
-    group = plain.PlainGroup((view,), tuple(keys))
-    rows = group.rows(source)
-    names = [f"{view.name}__{n}" for n in view.feature_names()]
-    event = group.event_column
-    latest = (
-        rows.filter(pl.col(event).is_between(pl.lit(start), pl.lit(end)))
-        .unique(subset=keys, keep="last", maintain_order=True)
-        .select(entity_expr(keys), pl.col(event).dt.epoch("us"), *names)
-        .collect()
-    )
-    # Ties within the batch were settled by the sort; the header's created time is left empty.
-    payload = (
-        (entity, event_us, None, [_plain_value(v) for v in values])
-        for entity, event_us, *values in latest.iter_rows()
-    )
-    sent = store.write_rows(view.name, view.version, payload)
+    latest = latest_rows(view, source, start, end)
+    sent = write_latest(store, view, latest)
     return MaterializeResult(view.name, latest.height, sent, time.perf_counter() - started)
 
 
@@ -104,20 +138,29 @@ def materialize_aggregation(
     root: Path,
     start: datetime,
     end: datetime,
+    *,
+    entities: pl.DataFrame | None = None,
+    now: datetime | None = None,
 ) -> MaterializeResult:
+    """Blocks of events up to `end` from `start` on (whole top-level blocks), kept for the
+    longest window before `now` (default: `end`); older blocks are trimmed. `entities` (a frame
+    holding the join key columns) limits the work, and the trimming, to those entities."""
     started = time.perf_counter()
     events, _ = aggregation_events(view, root)
     keys = events.keys
     end_us = _micros(end)
-    sorted_events = (
-        events.frame.filter(pl.col(EVENT_US) <= end_us)
-        .sort([*keys, EVENT_US, "__created", "__order"], nulls_last=False)
-        .collect()
-    )
+    frame = events.frame.filter(pl.col(EVENT_US) <= end_us)
+    if entities is not None:
+        wanted = cast_keys(entities.lazy().select(keys), _key_types(view)).unique()
+        frame = frame.join(wanted, on=keys, how="semi")
+    sorted_events = frame.sort(
+        [*keys, EVENT_US, "__created", "__order"], nulls_last=False
+    ).collect()
+    anchor_us = end_us if now is None else _micros(now)
     rows = records = 0
     retention = []
     for plan in hop_plans(view):
-        keep_from = end_us // plan.hop_us - plan.longest_window_hops
+        keep_from = anchor_us // plan.hop_us - plan.longest_window_hops
         first = max(_micros(start) // plan.hop_us, keep_from)
         first -= first % (1 << plan.max_level)  # recompute whole top-level blocks
         chunk = sorted_events.filter(pl.col(EVENT_US) >= first * plan.hop_us)
@@ -133,7 +176,8 @@ def materialize_aggregation(
             keep_from=[(plan.hop_us, keep_from)],
         )
         retention.append((plan.hop_us, keep_from))
-    store.trim_view(view.name, view.version, retention)
+    if entities is None:
+        store.trim_view(view.name, view.version, retention)
     return MaterializeResult(view.name, rows, records, time.perf_counter() - started)
 
 

@@ -258,3 +258,21 @@ def test_polars_backward_asof_takes_the_last_of_tied_rows() -> None:
         right, left_on="t", right_on="e", by="k", strategy="backward", check_sortedness=False
     )
     assert out["v"].to_list() == ["d", "d"]
+
+
+def test_on_demand_over_undeclared_float_sum_keeps_its_fraction(tmp_path: Path) -> None:
+    """A sum over a source without a declared schema is Float64 only at run time."""
+    events_frame().with_columns(pl.col("amount").fill_nan(3.75)).write_parquet(
+        tmp_path / "events.parquet"
+    )
+    aggs = fl.AggregationView(
+        "aggs", [USER], fl.ParquetSource("ev", "events.parquet"), [fl.sum("amount").windows("1d")]
+    )
+    req = fl.RequestSource("req", {"factor": fl.Float64})
+    od = fl.OnDemandView("od", [req, aggs], {"scaled": fl.col("amount_sum_1d") * fl.col("factor")})
+    spine = pl.DataFrame(
+        {"user_id": [1], "event_timestamp": [T0 + timedelta(hours=2)], "factor": [1.0]}
+    )
+    out = fl.training_set(fl.FeatureService("s", [aggs, od]), spine, repo=tmp_path)
+    assert out["amount_sum_1d"].to_list() == [13.75]
+    assert out["scaled"].to_list() == [13.75]

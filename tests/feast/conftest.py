@@ -1,0 +1,71 @@
+"""Feast repo fixtures: copies of the flights demo repo (shared data, own registry)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FEAST = str(Path(sys.executable).parent / "feast")
+_OWN = {"registry.db", "online_store.db", "redis"}  # per-copy state, never shared
+
+
+def copy_repo(demo_repo: Path, target: Path) -> Path:
+    """feature_repo/*.py + feature_store.yaml, with the demo data linked in (not copied)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in [*(ROOT / "feature_repo").glob("*.py"), ROOT / "feature_repo/feature_store.yaml"]:
+        shutil.copy(path, target / path.name)
+    (target / "data").mkdir(exist_ok=True)
+    for entry in (demo_repo / "data").iterdir():
+        if entry.name not in _OWN:
+            (target / "data" / entry.name).symlink_to(entry.resolve())
+    return target
+
+
+FeastCli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _feast_cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the `feast` CLI in `repo` (a real subprocess, as a user would)."""
+    return subprocess.run(
+        [FEAST, *args], cwd=repo, capture_output=True, text=True, check=False, timeout=300
+    )
+
+
+@pytest.fixture(scope="session")
+def feast_cli() -> FeastCli:
+    """`feast_cli(repo, "plan")`: the `feast` CLI run in `repo` as a subprocess."""
+    return _feast_cli
+
+
+@pytest.fixture
+def fresh_repo(demo_repo: Path, tmp_path: Path) -> Path:
+    """A copy of the demo repo that `feast apply` has not seen."""
+    return copy_repo(demo_repo, tmp_path / "feature_repo")
+
+
+@pytest.fixture(scope="session")
+def applied_repo(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the demo repo after `feast apply` (run once per session)."""
+    repo = copy_repo(demo_repo, tmp_path_factory.mktemp("applied") / "feature_repo")
+    run = _feast_cli(repo, "apply")
+    assert run.returncode == 0, run.stdout + run.stderr
+    (repo / "apply.log").write_text(run.stdout)
+    return repo
+
+
+@pytest.fixture
+def clone_applied(applied_repo: Path, tmp_path: Path) -> Callable[[], Path]:
+    """Make a private copy of the applied repo (its registry copied, data still linked)."""
+
+    def clone() -> Path:
+        target = tmp_path / "clone"
+        shutil.copytree(applied_repo, target, symlinks=True)
+        return target
+
+    return clone
