@@ -129,10 +129,10 @@ def _views_arg(text: str | None) -> list[str] | None:
 
 def _cmd_materialize(args: argparse.Namespace) -> int:
     from featurelib.online.api import materialize_incremental, materialize_range, open_store
-    from featurelib.repo import Repo
+    from featurelib.online.live import load_serving_repo
 
     started = time.perf_counter()
-    repo = Repo.load(args.repo)
+    repo = load_serving_repo(Path(args.repo).resolve())
     store = open_store(repo, args.redis_url)
     if args.command == "materialize":
         results = materialize_range(
@@ -153,9 +153,9 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
 
 def _cmd_get_online(args: argparse.Namespace) -> int:
     from featurelib.online.api import get_features, open_store
-    from featurelib.repo import Repo
+    from featurelib.online.live import load_serving_repo
 
-    repo = Repo.load(args.repo)
+    repo = load_serving_repo(Path(args.repo).resolve())
     store = open_store(repo, args.redis_url)
     try:
         rows = json.loads(args.rows)
