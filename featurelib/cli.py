@@ -242,11 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _push_store(args: argparse.Namespace) -> tuple[Any, Any]:
     from featurelib.online.connection import connect
+    from featurelib.online.live import load_serving_repo
     from featurelib.online.project import project_name
     from featurelib.online.store import RedisOnlineStore
-    from featurelib.repo import Repo
 
-    repo = Repo.load(args.repo)
+    # The definitions serving reads (registry after `feast apply`), so view versions match.
+    repo = load_serving_repo(Path(args.repo).resolve())
     client = connect(args.redis_url, repo_root=repo.root)
     return RedisOnlineStore(client, project_name(repo.root)), repo
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from featurelib.online.connection import connect
 from featurelib.online.materialize import MaterializeResult, materialize
+from featurelib.online.project import project_name
 from featurelib.online.read import OnlineResponse, ServingPlan, get_online_features
 from featurelib.online.store import RedisOnlineStore
 from featurelib.online.tiles import hop_plans
@@ -32,21 +32,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PLANS: dict[tuple[str, str], ServingPlan] = {}
 
 
-def project_of(root: Path) -> str:
-    """The project name from feature_store.yaml (`project:`), else the directory name."""
-    config = root / "feature_store.yaml"
-    if config.exists():
-        import yaml
-
-        loaded = yaml.safe_load(config.read_text()) or {}
-        if isinstance(loaded, dict) and loaded.get("project"):
-            return str(loaded["project"])
-    return root.name
-
-
 def open_store(repo: Repo, url: str | None = None) -> RedisOnlineStore:
     """The repo's online store: `url`, else REDIS_URL, else the repo's embedded Redis."""
-    return RedisOnlineStore(connect(url, repo_root=repo.root), project_of(repo.root))
+    return RedisOnlineStore(connect(url, repo_root=repo.root), project_name(repo.root))
 
 
 def stored_views(

@@ -28,6 +28,8 @@ from featurelib.online.tiles import BLOCK, EVENT_US, LEVEL, block_frames, hop_pl
 from featurelib.views import AggregationView, FeatureView
 
 ENTITY = "__entity"
+TOUCHED = "__touched_us"  # event times whose blocks a partial recomputation must refresh
+TOP = "__top"
 EVENT = "__event"
 CREATED = "__created"
 Progress = Callable[[str], None]
@@ -143,16 +145,23 @@ def materialize_aggregation(
     now: datetime | None = None,
 ) -> MaterializeResult:
     """Blocks of events up to `end` from `start` on (whole top-level blocks), kept for the
-    longest window before `now` (default: `end`); older blocks are trimmed. `entities` (a frame
-    holding the join key columns) limits the work, and the trimming, to those entities."""
+    longest window before `now` (default: `end`); older blocks are trimmed.
+
+    `entities` (a frame holding the join key columns) limits the work, and the trimming, to
+    those entities; with a `TOUCHED` column (event times in microseconds) only the top-level
+    blocks holding those times are recomputed (from all their events): what changes when
+    those events are added."""
     started = time.perf_counter()
     events, _ = aggregation_events(view, root)
     keys = events.keys
     end_us = _micros(end)
     frame = events.frame.filter(pl.col(EVENT_US) <= end_us)
+    touched: pl.DataFrame | None = None
     if entities is not None:
         wanted = cast_keys(entities.lazy().select(keys), _key_types(view)).unique()
         frame = frame.join(wanted, on=keys, how="semi")
+        if TOUCHED in entities.columns:
+            touched = cast_keys(entities.lazy(), _key_types(view)).select(*keys, TOUCHED).collect()
     sorted_events = frame.sort(
         [*keys, EVENT_US, "__created", "__order"], nulls_last=False
     ).collect()
@@ -164,6 +173,14 @@ def materialize_aggregation(
         first = max(_micros(start) // plan.hop_us, keep_from)
         first -= first % (1 << plan.max_level)  # recompute whole top-level blocks
         chunk = sorted_events.filter(pl.col(EVENT_US) >= first * plan.hop_us)
+        if touched is not None:
+            span = plan.hop_us << plan.max_level  # one top-level block
+            tops = touched.select(*keys, (pl.col(TOUCHED) // span).alias(TOP)).unique()
+            chunk = (
+                chunk.with_columns((pl.col(EVENT_US) // span).alias(TOP))
+                .join(tops, on=[*keys, TOP], how="semi", maintain_order="left")
+                .drop(TOP)
+            )
         rows += chunk.height
         blocks = block_frames(chunk, keys, events.states, plan)
         fresh = (pl.col(BLOCK) + 1) * (2 ** pl.col(LEVEL)) > keep_from

@@ -3,13 +3,16 @@
     result = push(store, repo, "flights", rows)   # rows: polars DataFrame or list of dicts
 
 Validation (against the source's declared schema, plus the columns its data already holds):
-every row needs the join keys of every view over the source (non-null, of the entity's key
-type), a parseable event timestamp (datetime, or ISO 8601 text; naive = UTC) and values that
-convert to their column's type (Int64: integers or integral numbers/text; Float64: numbers or
-numeric text, NaN = null; Bool: true/false (also 0/1, "true"/"false"); String: text only;
-Timestamp: as the event time). Columns the source does not know are ignored (and reported).
-`push()` refuses the whole batch with a `PushError` listing each bad row (numbered from 0) and
-its reasons; the stream consumer routes bad rows to a dead-letter stream instead.
+every row needs a parseable event timestamp (datetime, or ISO 8601 text; naive = UTC), join key
+values of the entities' key types, and values that convert to their column's type (Int64:
+integers or integral numbers/text; Float64: numbers or numeric text, NaN = null; Bool:
+true/false, 0/1, "true"/"false"; String: text only; Timestamp: as the event time). A null (or
+absent) join key keeps the row out of the views keyed on it, exactly as the offline engine
+skips such rows (`PushResult.skipped` counts them per view; e.g. a flight without a tail number
+still counts for its carrier); a row that no view over the source can use is refused with
+"missing join key". Columns the source does not know are ignored (and reported). With event
+ids on, every row needs one. `push()` refuses the whole batch with a `PushError` listing each
+bad row (numbered from 0) and its reasons; the stream consumer dead-letters bad rows instead.
 
 Then, in this order (each step is safe to repeat, so a crash anywhere loses nothing):
 
@@ -22,9 +25,11 @@ Then, in this order (each step is safe to repeat, so a crash anywhere loses noth
    writes, so late rows are harmless); aggregation views get the tiles and blocks of the
    batch's entities recomputed from all their events (source + log) up to `now` (and the
    batch's own events, even future-dated ones) with the materialization code path, so a late
-   event lands in the right tile and the result is exact and idempotent. Blocks are kept for
-   the longest window before `now` (default: the clock; older late events are in the offline
-   log only: no online read at `now` or later can need them);
+   event lands in the right tile and the result is exact and idempotent. Only the top-level
+   blocks holding a pushed event are recomputed: the others do not change (so the source's
+   own rows must have been materialized, as usual). Blocks are kept for the longest window
+   before `now` (default: the clock; older late events are in the offline log only: no
+   online read at `now` or later can need them);
 4. *done*: the ids are marked applied.
 
 De-duplication by event id: ids come from `event_id_field`, else from a source column named
@@ -54,17 +59,15 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
-from decimal import Decimal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import redis
 
-from featurelib import dtypes
 from featurelib.compile.polars_expr import featurelib_dtype, polars_dtype
 from featurelib.dtypes import DType
 from featurelib.errors import FeaturelibError, RepoError, SourceError
@@ -75,9 +78,14 @@ from featurelib.offline.io import (
     prepare_source_frame,
     push_log_dir,
     read_source,
-    to_utc,
 )
-from featurelib.online.materialize import latest_rows, materialize_aggregation, write_latest
+from featurelib.online.materialize import (
+    TOUCHED,
+    latest_rows,
+    materialize_aggregation,
+    write_latest,
+)
+from featurelib.online.push_rows import Rows, columns_of, convert_column
 from featurelib.online.server import RedisUnavailableError
 from featurelib.online.store import RedisOnlineStore
 from featurelib.repo import Repo
@@ -91,7 +99,6 @@ DEDUPE_TTL_S = 7 * 24 * 3600
 LEASE_S = 30.0
 LOCK_TIMEOUT_S = 60.0
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-Rows = pl.DataFrame | pl.LazyFrame | Sequence[Mapping[str, Any]]
 Hook = Callable[[str], None]
 
 # KEYS[1] marker; ARGV value, ttl. Claims a free id, else returns its current state.
@@ -107,6 +114,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
   return 1
 end
+return 0
+"""
+# KEYS[1] marker; ARGV expected. Deletes our own claim (compare-and-delete).
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -164,7 +176,8 @@ class ValidBatch:
 
 @dataclass
 class Pusher:
-    """Validates and applies pushes to one source (reuse it: the target schema is cached).
+    """Validates and applies pushes to one source (reuse it: the target schema is cached; one
+    thread at a time).
 
     `owner` names the pushing process (a stream consumer passes its consumer name); a new
     `Pusher` with the same owner name takes over that owner's unfinished claims at once.
@@ -184,6 +197,7 @@ class Pusher:
     _incarnation: str = field(default_factory=lambda: uuid.uuid4().hex[:12], repr=False)
     _schema: dict[str, DType] | None = field(default=None, repr=False)
     _scripts: dict[str, Any] = field(default_factory=dict, repr=False)
+    _claimed: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if self.source_name not in self.repo.sources:
@@ -249,12 +263,12 @@ class Pusher:
 
     def validate(self, rows: Rows) -> tuple[ValidBatch, list[RowError]]:
         """The valid rows in the log's schema, and one `RowError` per invalid row."""
-        columns, n, errors = _columns_of(rows)
+        columns, n, errors = columns_of(rows)
         schema = self.schema
         reasons: dict[int, list[str]] = {i: [e] for i, e in errors.items()}
         out: dict[str, pl.Series] = {}
         for name, kind in schema.items():
-            series, bad = _convert_column(name, columns.get(name), kind, n)
+            series, bad = convert_column(name, columns.get(name), kind, n)
             out[name] = series
             for i, reason in bad:
                 reasons.setdefault(i, []).append(reason)
@@ -334,7 +348,11 @@ class Pusher:
                 self._hook("claimed")
             log_file = None
             if new:
-                log_file = _write_log(frame[new], log_dir / file_name)
+                try:
+                    log_file = _write_log(frame[new], log_dir / file_name)
+                except BaseException:
+                    self._release_claims()
+                    raise
                 self._hook("logged")
             serve = sorted(new + resumed)
             online = self._update_online(frame[serve], now) if serve else {}
@@ -397,6 +415,7 @@ class Pusher:
             else:
                 first[event_id] = i
         me = f"{self.owner}/{self._incarnation}"
+        claimed = self._claimed = {}
         new: list[int] = []
         resumed: list[int] = []
         waiting = list(first)
@@ -414,6 +433,7 @@ class Pusher:
             for event_id, state in zip(waiting, states, strict=True):
                 if state is None:
                     new.append(first[event_id])
+                    claimed[event_id] = value
                     continue
                 kind, _, rest = state.decode().partition("|")
                 if kind == "D":
@@ -438,6 +458,7 @@ class Pusher:
                 for (event_id, _), won in zip(takeovers, pipe.execute(), strict=True):
                     if won:
                         new.append(first[event_id])
+                        claimed[event_id] = value
                     else:
                         still.append(event_id)  # someone else moved it: look again
             waiting = still
@@ -446,9 +467,22 @@ class Pusher:
                 delay = min(delay * 2, 0.5)
         return sorted(new), sorted(resumed), duplicates
 
+    def _release_claims(self) -> None:
+        """Drop this push's claims (the log write failed), so a retry need not wait."""
+        release = self._script("release", RELEASE)
+        pipe = self.store.client.pipeline(transaction=False)
+        for event_id, value in self._claimed.items():
+            release(keys=[self._marker(event_id)], args=[value], client=pipe)
+        with contextlib.suppress(redis.RedisError):  # else they expire after the lease
+            pipe.execute()
+        self._claimed = {}
+
     def _abandoned(self, claimed_us: int, owner: str, now_us: int) -> bool:
+        """Whether a claim whose log file does not exist may be taken over now."""
         name, _, incarnation = owner.partition("/")
-        if name == self.owner and name != "api" and incarnation != self._incarnation:
+        if incarnation == self._incarnation:
+            return True  # an earlier push of this Pusher failed before its commit point
+        if name == self.owner and name != "api":
             return True  # an earlier run of this consumer died holding it
         return now_us - claimed_us >= self.lease_s * 1_000_000
 
@@ -499,7 +533,8 @@ class Pusher:
             newest = frame[self.source.timestamp_field].max()
             end = max(now, newest) if isinstance(newest, datetime) else now
             for agg in self.aggregation_views:
-                entities = frame.select(list(agg.join_keys)).drop_nulls().unique()
+                ts = pl.col(self.source.timestamp_field).dt.epoch("us").alias(TOUCHED)
+                entities = frame.select(*agg.join_keys, ts).drop_nulls().unique()
                 result = materialize_aggregation(
                     self.store, agg, self.repo.root, EPOCH, end, entities=entities, now=now
                 )
@@ -548,152 +583,24 @@ def _parse_claim(rest: str) -> tuple[str, int, str]:
 
 def _write_log(frame: pl.DataFrame, path: Path) -> Path:
     """Write `frame` to `path` atomically and durably (temporary name, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    frame.write_parquet(tmp)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-    return path
-
-
-def _columns_of(rows: Rows) -> tuple[dict[str, Any], int, dict[int, str]]:
-    """Columns as Series (DataFrame input) or value lists (row input), row count, and rows that
-    are not objects at all."""
-    if isinstance(rows, pl.DataFrame):
-        return {name: rows[name] for name in rows.columns}, rows.height, {}
-    if isinstance(rows, pl.LazyFrame):
-        frame = rows.collect()
-        return {name: frame[name] for name in frame.columns}, frame.height, {}
-    columns: dict[str, list[Any]] = {}
-    errors: dict[int, str] = {}
-    n = len(rows)
-    for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            errors[i] = f"a row must be an object (mapping), got {type(row).__name__}"
-            continue
-        for name, value in row.items():
-            column = columns.get(str(name))
-            if column is None:
-                column = columns[str(name)] = [None] * n
-            column[i] = value
-    return columns, n, errors
-
-
-def _convert_column(
-    name: str, values: pl.Series | list[Any] | None, kind: DType, n: int
-) -> tuple[pl.Series, list[tuple[int, str]]]:
-    """`values` as a Series of the column's log type, and (row, reason) of values that do not
-    convert."""
-    target = polars_dtype(kind)
-    if values is None:
-        return pl.Series(name, [None] * n, dtype=target), []
-    if isinstance(values, pl.Series):
-        fast = _fast_cast(values, kind)
-        if fast is not None:
-            bad = (values.is_not_null() & fast.is_null()).arg_true().to_list()
-            return fast.alias(name), [(i, _reason(name, kind, values[i])) for i in bad]
-        values = values.to_list()
-    converted: list[Any] = []
-    bad_rows: list[tuple[int, str]] = []
-    for i, value in enumerate(values):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
         try:
-            converted.append(_convert(value, kind))
-        except (TypeError, ValueError, OverflowError):
-            converted.append(None)
-            bad_rows.append((i, _reason(name, kind, value)))
-    return pl.Series(name, converted, dtype=target), bad_rows
-
-
-def _fast_cast(series: pl.Series, kind: DType) -> pl.Series | None:
-    """Vectorized conversion for column types that map safely, else None."""
-    dtype = series.dtype
-    if dtype == pl.Null:
-        return pl.Series(series.name, [None] * len(series), dtype=polars_dtype(kind))
-    if kind == dtypes.Int64 and dtype.is_integer():
-        return series.cast(pl.Int64, strict=False)
-    if kind == dtypes.Float64 and (dtype.is_numeric() and dtype != pl.Boolean):
-        return series.cast(pl.Float64, strict=False)
-    if kind == dtypes.Bool and dtype == pl.Boolean:
-        return series
-    if kind == dtypes.String and featurelib_dtype(dtype) == dtypes.String:
-        return series.cast(pl.String)
-    if kind == dtypes.Timestamp and (isinstance(dtype, pl.Datetime) or dtype == pl.Date):
-        return series.to_frame().select(to_utc(pl.col(series.name), dtype)).to_series()
-    return None
-
-
-_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
-
-
-def _convert(value: Any, kind: DType) -> Any:
-    """One value as the Python value of `kind` (None stays None); raises ValueError/TypeError."""
-    if value is None:
-        return None
-    if isinstance(value, float) and math.isnan(value):
-        return None  # NaN is read as missing everywhere (design §3)
-    name = kind.name
-    if name == "Int64":
-        if isinstance(value, bool):
-            raise TypeError
-        if isinstance(value, float):
-            if not value.is_integer():
-                raise ValueError
-            value = int(value)
-        elif isinstance(value, Decimal):
-            if value != value.to_integral_value():
-                raise ValueError
-            value = int(value)
-        elif isinstance(value, str):
-            value = int(value.strip())
-        if not isinstance(value, int) or not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
-            raise ValueError
-        return value
-    if name == "Float64":
-        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-            raise TypeError
-        result = float(value)
-        return None if math.isnan(result) else result
-    if name == "Bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-            return value.strip().lower() in ("true", "1")
-        raise ValueError
-    if name == "String":
-        if not isinstance(value, str):
-            raise TypeError
-        return value
-    if name == "Timestamp":
-        return _timestamp(value)
-    raise TypeError
-
-
-def _timestamp(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, date):
-        parsed = datetime(value.year, value.month, value.day)
-    elif isinstance(value, str):
-        parsed = datetime.fromisoformat(value.strip())
-    else:
-        raise TypeError
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _reason(name: str, kind: DType, value: Any) -> str:
-    shown = repr(value)
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    if kind == dtypes.Timestamp:
-        return (
-            f"{name}: cannot read {shown} ({type(value).__name__}) as a timestamp "
-            "(use a datetime or ISO 8601 text, e.g. 2024-03-01T12:30:00Z; naive = UTC)"
-        )
-    return f"{name}: expected {kind}, got {type(value).__name__} {shown}"
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise FeaturelibError(
+            f"cannot write the push log: {exc}",
+            where=str(path),
+            hint="check free space and permissions; nothing of this batch was logged, retry",
+        ) from exc
+    return path

@@ -25,8 +25,8 @@ consumers left unacknowledged for `claim_idle_ms`. When Redis fails mid-batch th
 pending and come back the same way. SIGTERM / SIGINT stop the loop after the current batch.
 
 Test seam: `FEATURELIB_STREAM_TEST_PAUSE=<point>[,<point>...]` (points: `read`, `claimed`,
-`logged`, `applied`) makes the consumer print `featurelib-stream: paused at <point>` to stderr and sleep,
-so a test can kill it at a known step.
+`logged`, `applied`) makes the consumer print `featurelib-stream: paused at <point>` to stderr
+and sleep, so a test can kill it at a known step.
 """
 
 from __future__ import annotations
@@ -142,8 +142,10 @@ class StreamConsumer:
     def run(
         self, max_messages: int | None = None, idle_exit_s: float | None = None
     ) -> ConsumerStats:
-        """Consume until stopped (SIGTERM/SIGINT or `stop()`), until `max_messages` entries were
-        handled, or until nothing arrived for `idle_exit_s` seconds. Returns the run's stats."""
+        """Consume until stopped (SIGTERM/SIGINT or `stop()`), until this run handled
+        `max_messages` entries, or until nothing arrived for `idle_exit_s` seconds. Returns the
+        consumer's stats (cumulative over runs)."""
+        self._stop.clear()
         self.ensure_group()
         restore = self._install_signals()
         self._say(
@@ -153,13 +155,14 @@ class StreamConsumer:
         own_pending = True  # entries delivered to this consumer name before a restart
         last_activity = time.monotonic()
         failures = 0
+        limit = None if max_messages is None else self.stats.messages + max_messages
         try:
             while not self._stop.is_set():
-                if max_messages is not None and self.stats.messages >= max_messages:
+                if limit is not None and self.stats.messages >= limit:
                     break
                 count = self.batch_size
-                if max_messages is not None:
-                    count = min(count, max_messages - self.stats.messages)
+                if limit is not None:
+                    count = min(count, limit - self.stats.messages)
                 try:
                     entries: list[Entry] = []
                     if own_pending:
