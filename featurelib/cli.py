@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,9 +30,23 @@ def _cmd_demo_data(args: argparse.Namespace) -> int:
     out = Path(args.repo) / "data"
     started = time.perf_counter()
     paths = generate(out, progress=_log)
+    # Pushed events belong to the data they were pushed onto: a regenerated demo starts clean.
+    shutil.rmtree(out / "_push_log", ignore_errors=True)
     for name, path in paths.items():
         print(f"{name}\t{path}")
     _log(f"demo data written to {out} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _cmd_demo_stream(args: argparse.Namespace) -> int:
+    from featurelib.demo.stream import new_flights, run_id, send
+    from featurelib.online.connection import connect
+
+    repo = Path(args.repo).resolve()
+    flights = new_flights(repo / "data", args.count)
+    sent = send(connect(args.redis_url, repo_root=repo), args.stream, flights, run_id())
+    last = flights["event_timestamp"].max()
+    _log(f"sent {sent} new flights to stream {args.stream!r} (latest event {last})")
     return 0
 
 
@@ -196,6 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = with_repo(sub.add_parser("demo-data", help="generate the flights demo data into REPO/data"))
     p.set_defaults(func=_cmd_demo_data)
+    p = with_repo(sub.add_parser("demo-stream", help="send new demo flights to a Redis Stream"))
+    p.add_argument("--stream", default="flights:events")
+    p.add_argument("--count", type=int, default=500)
+    p.add_argument("--redis-url", default=None, help="default: REDIS_URL, else embedded")
+    p.set_defaults(func=_cmd_demo_stream)
     p = with_repo(sub.add_parser("list", help="list the repo's definitions"))
     p.set_defaults(func=_cmd_list)
     p = with_repo(sub.add_parser("show", help="print a definition's JSON spec"))
