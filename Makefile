@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPO ?= feature_repo
-DEMO_ROW := [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "scheduled_departure": "2014-01-01T23:30:00", "distance": 1400}]
+DEMO_ROW := [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "scheduled_departure": "2014-01-02T10:30:00", "distance": 1400}]
 
 .PHONY: help install demo test lint format bench clean
 
@@ -28,9 +28,9 @@ demo: $(STAMP) ## data, training set, feast apply, materialize, stream new fligh
 	$(VENV)/bin/featurelib materialize 1970-01-01T00:00:00 2013-12-31T23:59:59 --repo $(REPO)
 	$(VENV)/bin/featurelib demo-stream --repo $(REPO) --count 500
 	$(VENV)/bin/featurelib stream --repo $(REPO) --source flights --stream flights:events \
-		--group demo --consumer demo-1 --idle-exit 2
+		--group demo --consumer demo-1 --idle-exit 2 --now 2014-01-02T10:00:00
 	$(VENV)/bin/featurelib get-online --repo $(REPO) --service flight_delay \
-		--at 2014-01-01T23:00:00 --rows '$(DEMO_ROW)'
+		--at 2014-01-02T10:00:00 --rows '$(DEMO_ROW)'
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q

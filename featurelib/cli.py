@@ -46,7 +46,7 @@ def _cmd_demo_stream(args: argparse.Namespace) -> int:
     flights = new_flights(repo / "data", args.count)
     sent = send(connect(args.redis_url, repo_root=repo), args.stream, flights, run_id())
     last = flights["event_timestamp"].max()
-    _log(f"sent {sent} new flights to stream {args.stream!r} (latest event {last})")
+    _log(f"sent {sent} new flights to stream {args.stream!r} (latest event {last!s})")
     return 0
 
 
@@ -297,7 +297,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
 
     store, repo = _push_store(args)
     rows = _read_rows_file(Path(args.file))
-    result = push(store, repo, args.source, rows, event_id_field=args.event_id_field)
+    result = push(store, repo, args.source, rows, event_id_field=args.event_id_field, now=args.now)
     summary = {
         "source": result.source,
         "received": result.received,
@@ -332,6 +332,7 @@ def _cmd_stream(args: argparse.Namespace) -> int:
         claim_idle_ms=args.claim_idle_ms,
         event_id_field=args.event_id_field,
         log=_log,
+        now=None if args.now is None else (lambda: args.now),
     )
     stats = consumer.run(max_messages=args.max_messages, idle_exit_s=args.idle_exit)
     print(json.dumps(asdict(stats)))
@@ -341,6 +342,13 @@ def _cmd_stream(args: argparse.Namespace) -> int:
 def _add_push_commands(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     def common(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--source", required=True, help="source the events belong to")
+        p.add_argument(
+            "--now",
+            type=_when,
+            default=None,
+            help="clock for the online retention (default: the wall clock); set it when "
+            "replaying historical events, e.g. the demo's 2013 flights",
+        )
         p.add_argument("--redis-url", default=None, help="default: REDIS_URL, else embedded")
         p.add_argument(
             "--event-id-field", default=None, help="de-duplicate by this column (default: event_id)"

@@ -2,24 +2,42 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
+import redis
+
+from featurelib.online.server import RedisProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 FEAST = str(Path(sys.executable).parent / "feast")
 _OWN = {"registry.db", "online_store.db", "redis"}  # per-copy state, never shared
+FEATURELIB_ONLINE = (
+    "provider: featurelib.feast.provider.FeaturelibProvider",
+    "  type: featurelib.feast.online_store.FeaturelibOnlineStore",
+)
+SQLITE_ONLINE = ("provider: local", "  type: sqlite\n  path: data/online_store.db")
 
 
-def copy_repo(demo_repo: Path, target: Path) -> Path:
-    """feature_repo/*.py + feature_store.yaml, with the demo data linked in (not copied)."""
+def copy_repo(demo_repo: Path, target: Path, *, featurelib_online: bool = False) -> Path:
+    """feature_repo/*.py + feature_store.yaml, with the demo data linked in (not copied).
+
+    Unless `featurelib_online`, the copy's online store is Feast's sqlite with the local
+    provider (what the offline-store tests materialize into: no Redis needed)."""
     target.mkdir(parents=True, exist_ok=True)
     for path in [*(ROOT / "feature_repo").glob("*.py"), ROOT / "feature_repo/feature_store.yaml"]:
         shutil.copy(path, target / path.name)
+    if not featurelib_online:
+        config = (target / "feature_store.yaml").read_text()
+        for ours, sqlite in zip(FEATURELIB_ONLINE, SQLITE_ONLINE, strict=True):
+            assert ours in config, f"feature_store.yaml lacks {ours!r}"
+            config = config.replace(ours, sqlite)
+        (target / "feature_store.yaml").write_text(config)
     (target / "data").mkdir(exist_ok=True)
     for entry in (demo_repo / "data").iterdir():
         if entry.name not in _OWN:
@@ -30,10 +48,19 @@ def copy_repo(demo_repo: Path, target: Path) -> Path:
 FeastCli = Callable[..., subprocess.CompletedProcess[str]]
 
 
-def _feast_cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `feast` CLI in `repo` (a real subprocess, as a user would)."""
+def _feast_cli(
+    repo: Path, *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the `feast` CLI in `repo` (a real subprocess, as a user would); `env` adds
+    environment variables."""
     return subprocess.run(
-        [FEAST, *args], cwd=repo, capture_output=True, text=True, check=False, timeout=300
+        [FEAST, *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -69,3 +96,40 @@ def clone_applied(applied_repo: Path, tmp_path: Path) -> Callable[[], Path]:
         return target
 
     return clone
+
+
+@pytest.fixture(scope="session")
+def feast_redis() -> Iterator[RedisProcess]:
+    """A throwaway redis-server for the featurelib online store tests (never the system Redis;
+    same pattern as tests/online's `redis_server`), stopped after the session."""
+    with RedisProcess() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def feast_redis_url(feast_redis: RedisProcess) -> Callable[[], str]:
+    """`feast_redis_url()`: the server's URL after FLUSHALL (restarted first if it died)."""
+
+    def flushed() -> str:
+        feast_redis.start()
+        client = redis.Redis.from_url(feast_redis.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        return feast_redis.url
+
+    return flushed
+
+
+RepoCopier = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def repo_copier(demo_repo: Path) -> RepoCopier:
+    """`repo_copier(target, featurelib_online=...)`: `copy_repo` of the demo repo."""
+
+    def copy(target: Path, *, featurelib_online: bool = False) -> Path:
+        return copy_repo(demo_repo, target, featurelib_online=featurelib_online)
+
+    return copy
