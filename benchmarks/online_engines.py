@@ -17,8 +17,10 @@ Children:
 * `mat_feast` - FLUSHDB, `FeatureStore.materialize` in-process (timed; the time spent inside
   the Redis store's `online_write_batch` is recorded apart);
 * `fl_phases` - featurelib's write path cut into phases (Polars, encoding, script calls);
-* `reads` - result checks, then read latency of featurelib, Feast and the floor, interleaved
-  in rounds so that drift on a shared machine hits every engine alike;
+* `reads` - result checks (all engines in this process), then read latency: featurelib,
+  Feast and the floor each in its own spawned worker process (own heap and garbage
+  collector, only its own imports), driven in lock-step rounds by this child so that drift on
+  a shared machine hits every engine alike; GC collections and time per engine are recorded;
 * `profile` - cProfile of featurelib's write and read paths (with `online.py --profile`).
 """
 
@@ -374,37 +376,45 @@ def dyadic_cover(lo: int, hi: int, max_level: int) -> list[tuple[int, int]]:
     return out
 
 
+def floor_spec(defs: Definitions) -> dict[str, Any]:
+    """The layout parameters the floor needs, as plain data (taken from the definitions once,
+    so that the floor's process imports no featurelib code)."""
+    from featurelib.online.tiles import hop_plans
+
+    (plan,) = hop_plans(defs.agg)  # one hop size (1h) for both windows
+    assert plan.aggregations == (0, 1, 2), plan  # states: [sum s, count n, mean n, mean s]
+    return {
+        "plain": [
+            (
+                f"fl:{PROJECT}:v:{v.name}:{v.version}:{{",
+                int(v.ttl.total_seconds()) * 1_000_000,
+                len(v.features),
+            )
+            for v in defs.views
+        ],
+        "agg_prefix": f"fl:{PROJECT}:a:{defs.agg.name}:{defs.agg.version}:{{",
+        "hop_us": plan.hop_us,
+        "max_level": plan.max_level,
+        "windows": [w.hops for w in defs.agg.aggregations[0].windows],  # 1d, 7d
+    }
+
+
 class Floor:
     """Reads featurelib's keys (layout documented in featurelib/online/layout.py) by hand.
 
     Plain views: GET per (view, entity); the 16-byte header's event time against `now` and the
     view's TTL (as featurelib does: expired or future rows read as missing), then msgpack.
     Aggregation: HMGET of the aligned blocks covering each window plus the current tile, then
-    sum / count / mean merged by hand. The layout parameters (versions, hop, levels, state
-    order) are taken from the definitions once, at construction.
+    sum / count / mean merged by hand, in time order. Everything in one pipeline.
     """
 
-    def __init__(self, redis_client: Any, defs: Definitions, with_agg: bool) -> None:
-        from featurelib.online.tiles import hop_plans
-
+    def __init__(self, redis_client: Any, spec: dict[str, Any], with_agg: bool) -> None:
         self.client = redis_client
-        self.plain = [
-            (
-                f"fl:{PROJECT}:v:{v.name}:{v.version}:{{".encode(),
-                int(v.ttl.total_seconds()) * 1_000_000,
-                len(v.features),
-            )
-            for v in defs.views
-        ]
-        self.width = sum(n for _, _, n in self.plain)
-        self.agg_prefix: bytes | None = None
-        if with_agg:
-            (plan,) = hop_plans(defs.agg)  # one hop size (1h) for both windows
-            assert plan.aggregations == (0, 1, 2), plan
-            self.agg_prefix = f"fl:{PROJECT}:a:{defs.agg.name}:{defs.agg.version}:{{".encode()
-            self.hop_us = plan.hop_us
-            self.max_level = plan.max_level
-            self.windows = [w.hops for w in defs.agg.aggregations[0].windows]  # 1d, 7d
+        self.plain = [(prefix.encode(), ttl_us, n) for prefix, ttl_us, n in spec["plain"]]
+        self.agg_prefix: bytes | None = spec["agg_prefix"].encode() if with_agg else None
+        self.hop_us = spec["hop_us"]
+        self.max_level = spec["max_level"]
+        self.windows = spec["windows"]
 
     def _fields(self, now_us: int) -> tuple[list[bytes], list[list[int]]]:
         qhop = now_us // self.hop_us
@@ -534,7 +544,7 @@ def check_results(
     now_us = int(now.timestamp() * 1_000_000)
     store, plan_plain, plan_combo = engines["store"], engines["plan_plain"], engines["plan_combo"]
     feast = engines["feast"]
-    raw_floor = Floor(store.client, defs, with_agg=False)
+    raw_floor = Floor(store.client, floor_spec(defs), with_agg=False)
     names = PLAIN_FEATURES
     fl_plain: list[list[Any]] = []
     fl_combo: list[list[Any]] = []
@@ -594,7 +604,7 @@ def check_results(
 
 
 def requests(entities: int, calls: int, size: int, seed: int) -> list[list[int]]:
-    """`calls` requests of `size` distinct-ish random users (~2% unknown), seeded."""
+    """`calls` requests of `size` random users (~2% unknown), seeded."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -618,7 +628,7 @@ def percentiles(ns: list[int]) -> dict[str, float]:
     }
 
 
-def setup_reads(
+def setup_checks(
     cfg: Config, data_dir: Path, url: str, port: int, workdir: Path, offline: str
 ) -> tuple[Definitions, dict[str, Any]]:
     from featurelib.online.read import ServingPlan
@@ -630,94 +640,197 @@ def setup_reads(
     feast = None
     if (workdir / "feast_repo" / "registry.db").exists():
         feast = feast_store(data_dir, workdir / "feast_repo", port, offline, apply=False)
-    floor_client = client(url, DB["featurelib"])  # the floor reads featurelib's keys
     engines = {
-        "defs": defs,
         "store": store,
         "plan_plain": ServingPlan(defs.plain),
         "plan_combo": ServingPlan(defs.combo),
         "feast": feast,
-        "floor_plain": Floor(floor_client, defs, with_agg=False),
-        "floor_combo": Floor(floor_client, defs, with_agg=True),
+        "floor_combo": Floor(client(url, DB["featurelib"]), floor_spec(defs), with_agg=True),
     }
     return defs, engines
 
 
-def read_calls(cfg: Config, engines: dict[str, Any]) -> dict[str, dict[str, Callable[..., Any]]]:
-    """Per case, per engine: a callable taking one prepared request."""
-    from featurelib.online.read import get_online_features
+class GcProbe:
+    """Collections and time spent in the garbage collector, per generation (gc.callbacks)."""
 
-    at = read_at(cfg)
-    now_us = int(at.timestamp() * 1_000_000)
-    store, feast = engines["store"], engines["feast"]
-    calls: dict[str, dict[str, Callable[..., Any]]] = {}
-    for case in CASES:
-        plan = engines["plan_plain" if case.startswith("plain") else "plan_combo"]
-        floor = engines["floor_plain" if case.startswith("plain") else "floor_combo"]
-        per: dict[str, Callable[..., Any]] = {
-            "featurelib": lambda rows, ids, plan=plan: get_online_features(
-                store, plan, rows, at=at
-            ),
-            "floor": lambda rows, ids, floor=floor: floor.read(ids, now_us),
+    def __init__(self) -> None:
+        self.reset()
+        self._t0 = 0
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.counts = [0, 0, 0]
+        self.ms = [0.0, 0.0, 0.0]
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter_ns()
+        else:
+            g = info["generation"]
+            self.counts[g] += 1
+            self.ms[g] += (time.perf_counter_ns() - self._t0) / 1e6
+
+    def stats(self) -> dict[str, Any]:
+        return {"collections": list(self.counts), "ms": [round(x, 2) for x in self.ms]}
+
+
+def engine_calls(engine: str, params: dict[str, Any]) -> dict[str, Callable[..., Any]]:
+    """Per case: a callable serving one prepared request (entity rows, user ids)."""
+    url, at = params["url"], datetime.fromisoformat(params["at"])
+    if engine == "featurelib":
+        from featurelib.online.read import ServingPlan, get_online_features
+
+        defs = featurelib_definitions(Path(params["data_dir"]))
+        store = featurelib_store(url, DB["featurelib"])
+        plans = {"plain": ServingPlan(defs.plain), "agg": ServingPlan(defs.combo)}
+
+        def featurelib_call(plan: Any) -> Callable[..., Any]:
+            return lambda rows, ids: get_online_features(store, plan, rows, at=at)
+
+        return {case: featurelib_call(plans[case.split("_")[0]]) for case in CASES}
+    if engine == "feast":
+        feast = feast_store(
+            Path(params["data_dir"]),
+            Path(params["workdir"]) / "feast_repo",
+            params["port"],
+            params["offline"],
+            apply=False,
+        )
+
+        def feast_call(rows: list[dict[str, int]], ids: list[int]) -> Any:
+            return feast.get_online_features(features=FEAST_REFS, entity_rows=rows).to_dict()
+
+        return {"plain_1": feast_call, "plain_100": feast_call}
+    if engine == "floor":
+        now_us = int(at.timestamp() * 1_000_000)
+        floors = {
+            kind: Floor(client(url, DB["featurelib"]), params["floor_spec"], kind == "agg")
+            for kind in ("plain", "agg")
         }
-        if case.startswith("plain") and feast is not None:
-            per["feast"] = lambda rows, ids: feast.get_online_features(
-                features=FEAST_REFS, entity_rows=rows
-            ).to_dict()
-        calls[case] = per
-    return calls
+
+        def floor_call(floor: Floor) -> Callable[..., Any]:
+            return lambda rows, ids: floor.read(ids, now_us)
+
+        return {case: floor_call(floors[case.split("_")[0]]) for case in CASES}
+    raise ValueError(engine)
+
+
+def read_worker(engine: str, params: dict[str, Any], conn: Any) -> None:
+    """One engine in its own process (its own heap and garbage collector), serving slices of
+    requests when the coordinator asks: ("case", name, ids), ("run", lo, hi), ("quit",)."""
+    import traceback
+
+    try:
+        fns = engine_calls(engine, params)
+        probe = GcProbe()
+        conn.send(("ready", sorted(fns)))
+        prepared: list[tuple[list[dict[str, int]], list[int]]] = []
+        fn: Callable[..., Any] = lambda rows, ids: None  # noqa: E731
+        while True:
+            msg = conn.recv()
+            if msg[0] == "case":
+                fn = fns[msg[1]]
+                prepared = [([{"user_id": u} for u in req], req) for req in msg[2]]
+                for rows, req in prepared[:50]:  # warm-up, not recorded
+                    fn(rows, req)
+                gc.collect()
+                probe.reset()
+                conn.send(("ok",))
+            elif msg[0] == "run":
+                lat = []
+                for rows, req in prepared[msg[1] : msg[2]]:
+                    t0 = time.perf_counter_ns()
+                    fn(rows, req)
+                    lat.append(time.perf_counter_ns() - t0)
+                conn.send(("lat", lat, probe.stats()))
+            else:
+                conn.send(("bye",))
+                return
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
 
 
 def run_latency(
-    cfg: Config, engines: dict[str, Any], calls_1: int, calls_100: int, rounds: int
+    cfg: Config, params: dict[str, Any], calls_1: int, calls_100: int, rounds: int
 ) -> dict[str, Any]:
-    """Interleaved rounds: in each round every engine serves the same slice of requests (the
-    engine order rotates per round); latencies are per call (time.perf_counter_ns)."""
-    fns = read_calls(cfg, engines)
-    out: dict[str, Any] = {}
-    for c, case in enumerate(CASES):
-        size = 1 if case.endswith("_1") else 100
-        n = calls_1 if size == 1 else calls_100
-        ids = requests(cfg.entities, n, size, SEED + c)
-        prepared = [([{"user_id": u} for u in req], req) for req in ids]
-        engines_here = list(fns[case])
-        lat: dict[str, list[int]] = {e: [] for e in engines_here}
-        warm = prepared[: min(50, n)]
-        for e in engines_here:
-            for rows, req in warm:
-                fns[case][e](rows, req)
-        per_round = math.ceil(n / rounds)
-        started = time.perf_counter()
-        for r in range(rounds):
-            chunk = prepared[r * per_round : (r + 1) * per_round]
-            order = engines_here[r % len(engines_here) :] + engines_here[: r % len(engines_here)]
-            for e in order:
-                fn, sink = fns[case][e], lat[e]
-                for rows, req in chunk:
-                    t0 = time.perf_counter_ns()
-                    fn(rows, req)
-                    sink.append(time.perf_counter_ns() - t0)
-        out[case] = {e: percentiles(v) for e, v in lat.items()}
-        # per-round p50 ratios (paired within a round: robust to drift)
-        out[case]["_wall_s"] = round(time.perf_counter() - started, 2)
-        for e in engines_here:
-            if e == "featurelib":
-                continue
-            pairs = []
+    """Engines in separate processes, driven in lock-step: in each round every engine serves
+    the same slice of requests in turn (the order rotates per round) while the others wait."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    workers: dict[str, tuple[Any, Any]] = {}
+    serves: dict[str, list[str]] = {}
+    errors: dict[str, str] = {}
+    for engine in ("featurelib", "feast", "floor"):
+        if engine == "feast" and not params["feast"]:
+            continue
+        ours, theirs = ctx.Pipe()
+        proc = ctx.Process(target=read_worker, args=(engine, params, theirs), daemon=True)
+        proc.start()
+        reply = ours.recv()
+        if reply[0] == "error":
+            errors[engine] = reply[1][-2000:]
+            print(f"{engine} read worker failed:\n{reply[1]}", flush=True)
+            proc.join(5)
+            continue
+        workers[engine] = (proc, ours)
+        serves[engine] = reply[1]
+    out: dict[str, Any] = {"_errors": errors} if errors else {}
+    try:
+        for c, case in enumerate(CASES):
+            here = [e for e in workers if case in serves[e]]
+            size = 1 if case.endswith("_1") else 100
+            n = calls_1 if size == 1 else calls_100
+            ids = requests(cfg.entities, n, size, SEED + c)
+            for e in here:
+                workers[e][1].send(("case", case, ids))
+            for e in here:
+                reply = workers[e][1].recv()
+                if reply[0] != "ok":
+                    raise RuntimeError(f"{e}: {reply}")
+            lat: dict[str, list[int]] = {e: [] for e in here}
+            gc_stats: dict[str, Any] = {}
+            per_round = math.ceil(n / rounds)
+            started = time.perf_counter()
             for r in range(rounds):
-                a = lat["featurelib"][r * per_round : (r + 1) * per_round]
-                b = lat[e][r * per_round : (r + 1) * per_round]
-                if a and b:
-                    pairs.append(statistics.median(a) / statistics.median(b))
-            out[case][f"_p50_ratio_vs_{e}_paired"] = round(statistics.median(pairs), 4)
-        print(
-            f"{case}: "
-            + ", ".join(
-                f"{e} p50 {out[case][e]['p50_ms']:.3f} p99 {out[case][e]['p99_ms']:.3f} ms"
-                for e in engines_here
-            ),
-            flush=True,
-        )
+                lo, hi = r * per_round, min(n, (r + 1) * per_round)
+                for e in here[r % len(here) :] + here[: r % len(here)]:
+                    workers[e][1].send(("run", lo, hi))
+                    reply = workers[e][1].recv()
+                    if reply[0] != "lat":
+                        raise RuntimeError(f"{e}: {reply}")
+                    lat[e] += reply[1]
+                    gc_stats[e] = reply[2]
+            out[case] = {e: {**percentiles(v), "gc": gc_stats[e]} for e, v in lat.items()}
+            out[case]["_wall_s"] = round(time.perf_counter() - started, 2)
+            for e in here:
+                if e == "featurelib" or "featurelib" not in here:
+                    continue
+                pairs = []
+                for r in range(rounds):
+                    a = lat["featurelib"][r * per_round : (r + 1) * per_round]
+                    b = lat[e][r * per_round : (r + 1) * per_round]
+                    if a and b:
+                        pairs.append(statistics.median(a) / statistics.median(b))
+                out[case][f"_p50_ratio_vs_{e}_paired"] = round(statistics.median(pairs), 4)
+            print(
+                f"{case}: "
+                + ", ".join(
+                    f"{e} p50 {out[case][e]['p50_ms']:.3f} p99 {out[case][e]['p99_ms']:.3f} ms"
+                    for e in here
+                ),
+                flush=True,
+            )
+    finally:
+        for proc, conn in workers.values():
+            try:
+                conn.send(("quit",))
+                conn.recv()
+            except (OSError, EOFError):
+                pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
     return out
 
 
@@ -735,7 +848,7 @@ def reads(
 ) -> dict[str, Any]:
     import numpy as np
 
-    defs, engines = setup_reads(cfg, data_dir, url, port, workdir, offline)
+    defs, engines = setup_checks(cfg, data_dir, url, port, workdir, offline)
     rng = np.random.default_rng(SEED - 1)
     universe = int(cfg.entities * 1.02)
     if check_entities >= universe:
@@ -745,9 +858,20 @@ def reads(
     t = time.perf_counter()
     checks = check_results(cfg, defs, engines, sample)
     checks["seconds"] = round(time.perf_counter() - t, 2)
+    params = {
+        "url": url,
+        "port": port,
+        "at": read_at(cfg).isoformat(),
+        "data_dir": str(data_dir),
+        "workdir": str(workdir),
+        "offline": offline,
+        "feast": engines["feast"] is not None,
+        "floor_spec": floor_spec(defs),
+    }
+    del engines
     gc.collect()
-    latency = run_latency(cfg, engines, calls_1, calls_100, rounds)
-    return {"checks": checks, "latency": latency, "peak_rss_mb": peak_rss_mb()}
+    latency = run_latency(cfg, params, calls_1, calls_100, rounds)
+    return {"checks": checks, "latency": latency}
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -122,7 +123,7 @@ class _ViewMixin:
     def to_spec(self) -> dict[str, object]:
         raise NotImplementedError
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         """A hash of the definition's semantics; changes when any expression or window does."""
         return _version(self.to_spec())
@@ -669,6 +670,6 @@ class FeatureService:
             "tags": dict(self.tags),
         }
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
         return _version(self.to_spec())

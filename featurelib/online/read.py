@@ -290,9 +290,13 @@ def _assemble(
     schema: dict[str, pl.DataType] = {}
     for view in plan.stored:
         for name, dtype in view.feature_dtypes().items():
+            if not dtype.is_known:
+                continue  # no declared schema: keep the type the values have
             target = polars_dtype(dtype)
             schema[f"{view.name}__{name}"] = pl.Int64() if dtype.name == "Timestamp" else target
-    frame = pl.DataFrame(columns, schema=schema, strict=False) if columns else pl.DataFrame()
+    frame = (
+        pl.DataFrame(columns, schema_overrides=schema, strict=False) if columns else pl.DataFrame()
+    )
     # Timestamp features travel as microseconds.
     stamps = [
         pl.col(f"{v.name}__{n}").cast(pl.Datetime("us", "UTC"))

@@ -99,3 +99,28 @@ def test_statuses_ttl_and_unknown_keys(redis_url: str, tmp_path: Path) -> None:
     assert expired.statuses["x"][:2] == [OUTSIDE_MAX_AGE, OUTSIDE_MAX_AGE]
     assert expired.features["y"].to_list() == [None, None, None, None]
     assert expired.features["y_any"].to_list() == [7, 8, None, None]  # no TTL on that view
+
+
+def test_sources_without_a_declared_schema_read_the_same_online(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Feature types come from the data when the source declares no schema."""
+    frame = pl.DataFrame(
+        {
+            "k1": ["a", "a"],
+            "ts": [pit.ts(0), pit.ts(5)],
+            "x": [2.25, 1.5],
+            "label": ["p", "q"],
+        }
+    )
+    frame.write_parquet(tmp_path / "ev.parquet")
+    entity = fl.Entity("first", {"k1": fl.String})
+    src = fl.ParquetSource("ev", str(tmp_path / "ev.parquet"), timestamp_field="ts")
+    latest = fl.FeatureView("latest", [entity], src, {"x": fl.col("x"), "label": fl.col("label")})
+    aggs = fl.AggregationView("aggs", [entity], src, [fl.sum("x").windows("1h")])
+    svc = fl.FeatureService("svc", [latest, aggs])
+    rows = pl.DataFrame({"k1": ["a"]})
+    client = redis.Redis.from_url(redis_url)
+    online = online_at(client, tmp_path, svc, rows, pit.ts(10)).features
+    offline = fl.training_set(svc, rows.with_columns(event_timestamp=pl.lit(pit.ts(10))))
+    assert online.row(0) == offline.drop("k1", "event_timestamp").row(0) == (1.5, "q", 3.75)
