@@ -333,7 +333,7 @@ def main() -> None:
         run_child(args.run, cfg, args)
         return
 
-    from featurelib.online.server import RedisProcess
+    from featurelib.online.testing import RedisProcess
 
     repeats = args.repeats or (1 if args.quick else 3)
     load_before, version_before = os.getloadavg(), code_version()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from featurelib.online.server import RedisProcess
+from featurelib.online.testing import RedisProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 FEAST = str(Path(sys.executable).parent / "feast")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from featurelib.online.server import RedisProcess
+from featurelib.online.testing import RedisProcess
 
 
 @pytest.fixture(autouse=True)

