@@ -19,6 +19,7 @@ visibility rule uses event time), logged-feature writes and offline batch writes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -171,19 +172,10 @@ class FeaturelibOfflineStore(OfflineStore):
         start_date: datetime,
         end_date: datetime,
     ) -> RetrievalJob:
-        def compute() -> pl.DataFrame:
-            return pull.pull(
-                config,
-                data_source,
-                join_key_columns,
-                feature_name_columns,
-                timestamp_field,
-                created_timestamp_column,
-                start_date,
-                end_date,
-                latest=True,
-            )
-
+        args = (config, data_source, join_key_columns, feature_name_columns, timestamp_field)
+        compute = functools.partial(
+            pull.pull, *args, created_timestamp_column, start_date, end_date, latest=True
+        )
         return FeaturelibRetrievalJob(compute, repo_path=_root(config))
 
     @staticmethod
@@ -197,19 +189,10 @@ class FeaturelibOfflineStore(OfflineStore):
         start_date: datetime | None = None,
         end_date: datetime | None = None,
     ) -> RetrievalJob:
-        def compute() -> pl.DataFrame:
-            return pull.pull(
-                config,
-                data_source,
-                join_key_columns,
-                feature_name_columns,
-                timestamp_field,
-                created_timestamp_column,
-                start_date,
-                end_date,
-                latest=False,
-            )
-
+        args = (config, data_source, join_key_columns, feature_name_columns, timestamp_field)
+        compute = functools.partial(
+            pull.pull, *args, created_timestamp_column, start_date, end_date, latest=False
+        )
         return FeaturelibRetrievalJob(compute, repo_path=_root(config))
 
     def validate_data_source(self, config: RepoConfig, data_source: DataSource) -> None:
