@@ -74,6 +74,7 @@ class ServingPlan:
         self.stored = list(stored.values())
         self.on_demand = on_demand
         self.layouts: dict[str, dict[int, _AggLayout]] = {}
+        self._fields_cache: dict[tuple[Any, ...], tuple[list[bytes], list[Any]]] = {}
         for view in self.stored:
             if isinstance(view, AggregationView):
                 self.layouts[view.name] = {p.hop_us: self._layout(view, p) for p in hop_plans(view)}
@@ -106,7 +107,17 @@ class ServingPlan:
 
     def fields(self, view: AggregationView, now_us: int) -> tuple[list[bytes], list[Any]]:
         """Fields to fetch for a read at `now_us`, and per feature the field positions to merge
-        (in time order) with its aggregation index and hop size."""
+        (in time order) with its aggregation index and hop size. They only change when `now`
+        enters a new hop, so they are cached per (view, current hop of every hop size)."""
+        bucket = (view.name, *(now_us // hop for hop in self.layouts[view.name]))
+        cached = self._fields_cache.get(bucket)
+        if cached is None:
+            if len(self._fields_cache) > 4096:
+                self._fields_cache.clear()
+            cached = self._fields_cache[bucket] = self._compute_fields(view, now_us)
+        return cached
+
+    def _compute_fields(self, view: AggregationView, now_us: int) -> tuple[list[bytes], list[Any]]:
         names: dict[bytes, int] = {}
         per_feature = []
         for i, agg in enumerate(view.aggregations):
