@@ -26,6 +26,20 @@ end
 return 0
 """
 
+# The same for many rows at once (KEYS[i] <- ARGV[i]): one script call per chunk of rows.
+KEEP_NEWEST_MANY = """
+local written = 0
+for i = 1, #KEYS do
+  local old = redis.call('GET', KEYS[i])
+  if (not old) or string.sub(old, 1, 16) <= string.sub(ARGV[i], 1, 16) then
+    redis.call('SET', KEYS[i], ARGV[i])
+    written = written + 1
+  end
+end
+return written
+"""
+CHUNK = 500  # rows per multi-key script call
+
 # ARGV: pairs of (hop_us, first hop to keep); deletes blocks that end before it.
 TRIM = """
 local keep = {}
@@ -64,16 +78,32 @@ class RedisOnlineStore:
         version: str,
         rows: Iterable[tuple[str, int, int | None, list[Any]]],
     ) -> int:
-        """Keep-newest writes of (entity, event_us, created_us, values); returns rows sent."""
-        script = self._script("keep_newest", KEEP_NEWEST)
+        """Keep-newest writes of (entity, event_us, created_us, values); returns rows sent.
+
+        On a single Redis, rows go in chunks of `CHUNK` keys per script call; on Redis Cluster
+        (keys of different entities live in different slots) one call per key.
+        """
+        per_key = isinstance(self.client, redis.RedisCluster)
+        script = self._script(
+            "keep_newest" if per_key else "keep_newest_many",
+            KEEP_NEWEST if per_key else KEEP_NEWEST_MANY,
+        )
+        chunk = 1 if per_key else CHUNK
         sent = 0
+        keys: list[bytes] = []
+        values_out: list[bytes] = []
         pipe = self.client.pipeline(transaction=False)
         for entity, event_us, created_us, values in rows:
-            key = layout.plain_key(self.project, view, version, entity)
-            script(keys=[key], args=[encode_row(event_us, created_us, values)], client=pipe)
+            keys.append(layout.plain_key(self.project, view, version, entity))
+            values_out.append(encode_row(event_us, created_us, values))
             sent += 1
+            if len(keys) == chunk:
+                script(keys=keys, args=values_out, client=pipe)
+                keys, values_out = [], []
             if sent % BATCH == 0:
                 pipe.execute()
+        if keys:
+            script(keys=keys, args=values_out, client=pipe)
         pipe.execute()
         return sent
 
