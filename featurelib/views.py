@@ -397,7 +397,6 @@ class AggregationView(_ViewMixin):
         }
 
 
-View = FeatureView | AggregationView
 OnDemandInput = RequestSource | FeatureView | AggregationView
 
 

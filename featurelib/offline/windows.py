@@ -35,9 +35,6 @@ ORDER = "__order"
 SPINE_US = "__t_us"
 ROW = "__row"
 INDEX = "__i"
-QID = "__qid"
-LO = "__lo"
-HI = "__hi"
 RANGE = "__range"
 
 

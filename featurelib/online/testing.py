@@ -19,6 +19,8 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import quote
 
+import redis
+
 from featurelib.online.server import (
     _POLL,
     _PORT_IN_USE,
@@ -152,6 +154,16 @@ class RedisProcess:
         if self._port is None:
             raise RedisUnavailableError("the server was never started", where=str(self.dir))
         return self._port
+
+    def flushed_url(self) -> str:
+        """The URL after FLUSHALL, restarting the server first if a test killed it."""
+        self.start()
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.flushall()
+        finally:
+            client.close()
+        return self.url
 
     @property
     def url(self) -> str:

@@ -20,7 +20,6 @@ HOP = "__hop"
 EVENT_US = "__e_us"
 LEVEL = "__level"
 BLOCK = "__block"
-HOP_US = "__hop_us"
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
-import redis
 
 from featurelib.online.testing import RedisProcess
 
@@ -99,27 +98,9 @@ def clone_applied(applied_repo: Path, tmp_path: Path) -> Callable[[], Path]:
 
 
 @pytest.fixture(scope="session")
-def feast_redis() -> Iterator[RedisProcess]:
-    """A throwaway redis-server for the featurelib online store tests (never the system Redis;
-    same pattern as tests/online's `redis_server`), stopped after the session."""
-    with RedisProcess() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def feast_redis_url(feast_redis: RedisProcess) -> Callable[[], str]:
-    """`feast_redis_url()`: the server's URL after FLUSHALL (restarted first if it died)."""
-
-    def flushed() -> str:
-        feast_redis.start()
-        client = redis.Redis.from_url(feast_redis.url)
-        try:
-            client.flushall()
-        finally:
-            client.close()
-        return feast_redis.url
-
-    return flushed
+def feast_redis_url(redis_server: RedisProcess) -> Callable[[], str]:
+    """`feast_redis_url()`: the session server's URL after FLUSHALL (restarted if it died)."""
+    return redis_server.flushed_url
 
 
 RepoCopier = Callable[..., Path]

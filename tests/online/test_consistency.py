@@ -6,8 +6,6 @@ real Redis up to a random time t; `get_online_features(at=t)` must equal `traini
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,25 +15,13 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pit_cases import pit
 
 import featurelib as fl
 from featurelib.online.materialize import materialize
 from featurelib.online.read import NOT_FOUND, OUTSIDE_MAX_AGE, ServingPlan, get_online_features
 from featurelib.online.store import RedisOnlineStore
 
-
-def _load_pit_module() -> Any:
-    path = Path(__file__).parents[1] / "offline" / "test_pit_properties.py"
-    spec = importlib.util.spec_from_file_location("_pit_properties", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["_pit_properties"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pit = _load_pit_module()
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

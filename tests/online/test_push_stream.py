@@ -8,7 +8,6 @@ is SIGKILLed at a known step (the `FEATURELIB_STREAM_TEST_PAUSE` seam).
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import os
@@ -26,6 +25,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pit_cases import pit
 
 import featurelib as fl
 from featurelib.cli import main as cli_main
@@ -37,21 +37,6 @@ from featurelib.online.store import RedisOnlineStore
 from featurelib.online.stream import StreamConsumer
 from featurelib.repo import Repo
 
-
-def _load_pit_module() -> Any:
-    if "_pit_properties" in sys.modules:
-        return sys.modules["_pit_properties"]
-    path = Path(__file__).parents[1] / "offline" / "test_pit_properties.py"
-    spec = importlib.util.spec_from_file_location("_pit_properties", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["_pit_properties"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pit = _load_pit_module()
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 PROJECT = "pushtest"
