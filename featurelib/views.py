@@ -229,6 +229,11 @@ class FeatureView(_ViewMixin):
     def join_keys(self) -> tuple[str, ...]:
         return tuple(k for e in self.entities for k in e.key_names)
 
+    @property
+    def join_key_types(self) -> dict[str, DType]:
+        """Join key name -> declared type, in entity order."""
+        return {k: t for e in self.entities for k, t in e.join_keys}
+
     def feature_names(self) -> list[str]:
         return [n for n, _ in self.features]
 
@@ -349,6 +354,11 @@ class AggregationView(_ViewMixin):
     @property
     def join_keys(self) -> tuple[str, ...]:
         return tuple(k for e in self.entities for k in e.key_names)
+
+    @property
+    def join_key_types(self) -> dict[str, DType]:
+        """Join key name -> declared type, in entity order."""
+        return {k: t for e in self.entities for k, t in e.join_keys}
 
     def feature_names(self) -> list[str]:
         return [n for a in self.aggregations for n in a.feature_names()]

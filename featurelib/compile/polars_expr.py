@@ -49,6 +49,11 @@ def featurelib_dtype(dtype: pl.DataType) -> DType:
     return dtypes.Unknown
 
 
+def cast_declared(expr: pl.Expr, dtype: DType) -> pl.Expr:
+    """`expr` cast to a known declared type; left as computed when the type is Unknown."""
+    return expr.cast(polars_dtype(dtype), strict=False) if dtype.is_known else expr
+
+
 def default_column(node: Column | FeatureRef) -> pl.Expr:
     if isinstance(node, FeatureRef):
         return pl.col(f"{node.view}__{node.name}")

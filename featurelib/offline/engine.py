@@ -10,10 +10,10 @@ from typing import Any
 
 import polars as pl
 
-from featurelib.compile.polars_expr import polars_dtype, to_polars
+from featurelib.compile.polars_expr import cast_declared, to_polars
 from featurelib.errors import SpineError
 from featurelib.offline import plain, windows
-from featurelib.offline.io import ORDER, cast_keys, read_source, read_spine
+from featurelib.offline.io import ORDER, cast_keys, frame_columns, read_source, read_spine
 from featurelib.offline.states import State
 from featurelib.repo import Repo
 from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
@@ -42,10 +42,6 @@ def _required_views(
         else:
             stored.setdefault(view.name, view)
     return list(stored.values()), list(on_demand.values())
-
-
-def _key_types(view: FeatureView | AggregationView) -> dict[str, Any]:
-    return {k: t for e in view.entities for k, t in e.join_keys}
 
 
 def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
@@ -78,8 +74,8 @@ def _plain_features(
     started = time.perf_counter()
     rows = []
     for group in groups:
-        source = cast_keys(read_source(group.views[0].source, root), _key_types(group.views[0]))
-        columns = _actual_columns(source)
+        source = cast_keys(read_source(group.views[0].source, root), group.views[0].join_key_types)
+        columns = frame_columns(source)
         for view in group.views:
             view.feature_dtypes(columns)
         rows.append(group.rows(source))
@@ -95,20 +91,14 @@ def _plain_features(
     return out
 
 
-def _actual_columns(frame: pl.LazyFrame) -> dict[str, Any]:
-    from featurelib.compile.polars_expr import featurelib_dtype
-
-    return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
-
-
 def aggregation_events(
     view: AggregationView, root: Path
 ) -> tuple[windows.EventFrame, dict[str, pl.DataType]]:
     """The view's events (keys, event time, created, source order, one argument column per
     aggregation) with their states, and the argument columns' original types."""
     keys = list(view.join_keys)
-    source = cast_keys(read_source(view.source, root), _key_types(view))
-    view.feature_dtypes(_actual_columns(source))
+    source = cast_keys(read_source(view.source, root), view.join_key_types)
+    view.feature_dtypes(frame_columns(source))
     created = view.source.created_timestamp_field
     arg_exprs: list[pl.Expr] = []
     states: list[State] = []
@@ -173,11 +163,6 @@ def _aggregated(
     return out.with_columns(casts_back) if casts_back else out
 
 
-def _typed(expr: pl.Expr, dtype: Any) -> pl.Expr:
-    """`expr` cast to a known declared type; left as computed when the type is Unknown."""
-    return expr.cast(polars_dtype(dtype), strict=False) if dtype.is_known else expr
-
-
 def training_set(
     service: FeatureService,
     spine: Any,
@@ -210,7 +195,7 @@ def training_set(
     frame = frame.with_row_index(ROW)
     all_keys: dict[str, Any] = {}
     for view in stored:
-        all_keys.update(_key_types(view))
+        all_keys.update(view.join_key_types)
     work = cast_keys(frame.lazy().select(ROW, timestamp_column, *all_keys), all_keys).collect()
     parts = [frame.drop(ROW)]
     plain_views = [v for v in stored if isinstance(v, FeatureView)]
@@ -230,7 +215,7 @@ def training_set(
     joined = pl.concat(parts, how="horizontal")
     for od in on_demand:
         exprs = [
-            _typed(to_polars(node), dtype).alias(f"{od.name}__{n}")
+            cast_declared(to_polars(node), dtype).alias(f"{od.name}__{n}")
             for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
         ]
         joined = joined.with_columns(exprs)

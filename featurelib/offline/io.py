@@ -177,10 +177,14 @@ def prepare_source_frame(source: BatchSource, frame: pl.LazyFrame) -> pl.LazyFra
     return frame.with_row_index(ORDER)
 
 
+def frame_columns(frame: pl.LazyFrame) -> dict[str, DType]:
+    """The featurelib types of a source frame's columns (without the source-order column)."""
+    return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
+
+
 def source_columns(source: BatchSource, root: Path) -> dict[str, DType]:
     """The featurelib types of the columns the source actually holds."""
-    frame = read_source(source, root)
-    return {n: featurelib_dtype(t) for n, t in frame.collect_schema().items() if n != ORDER}
+    return frame_columns(read_source(source, root))
 
 
 def read_spine(spine: Any, timestamp_column: str) -> pl.DataFrame:

@@ -20,8 +20,8 @@ from typing import Any
 import polars as pl
 
 from featurelib.compile.polars_expr import TIMESTAMP, to_polars
-from featurelib.offline.engine import _actual_columns, _key_types, aggregation_events
-from featurelib.offline.io import cast_keys, read_source
+from featurelib.offline.engine import aggregation_events
+from featurelib.offline.io import cast_keys, frame_columns, read_source
 from featurelib.online import layout
 from featurelib.online.store import RedisOnlineStore
 from featurelib.online.tiles import BLOCK, EVENT_US, LEVEL, block_frames, hop_plans
@@ -111,8 +111,8 @@ def materialize_plain(
     store: RedisOnlineStore, view: FeatureView, root: Path, start: datetime, end: datetime
 ) -> MaterializeResult:
     started = time.perf_counter()
-    source = cast_keys(read_source(view.source, root), _key_types(view))
-    view.feature_dtypes(_actual_columns(source))
+    source = cast_keys(read_source(view.source, root), view.join_key_types)
+    view.feature_dtypes(frame_columns(source))
     latest = latest_rows(view, source, start, end)
     sent = write_latest(store, view, latest)
     return MaterializeResult(view.name, latest.height, sent, time.perf_counter() - started)
@@ -158,10 +158,12 @@ def materialize_aggregation(
     frame = events.frame.filter(pl.col(EVENT_US) <= end_us)
     touched: pl.DataFrame | None = None
     if entities is not None:
-        wanted = cast_keys(entities.lazy().select(keys), _key_types(view)).unique()
+        wanted = cast_keys(entities.lazy().select(keys), view.join_key_types).unique()
         frame = frame.join(wanted, on=keys, how="semi")
         if TOUCHED in entities.columns:
-            touched = cast_keys(entities.lazy(), _key_types(view)).select(*keys, TOUCHED).collect()
+            touched = (
+                cast_keys(entities.lazy(), view.join_key_types).select(*keys, TOUCHED).collect()
+            )
     sorted_events = frame.sort(
         [*keys, EVENT_US, "__created", "__order"], nulls_last=False
     ).collect()

@@ -71,7 +71,6 @@ import redis
 from featurelib.compile.polars_expr import featurelib_dtype, polars_dtype
 from featurelib.dtypes import DType
 from featurelib.errors import FeaturelibError, RepoError, SourceError
-from featurelib.offline.engine import _key_types
 from featurelib.offline.io import (
     cast_keys,
     normalize,
@@ -215,7 +214,7 @@ class Pusher:
         self.key_types: dict[str, DType] = {}
         views: list[FeatureView | AggregationView] = [*self.plain_views, *self.aggregation_views]
         for view in views:
-            self.key_types.update(_key_types(view))
+            self.key_types.update(view.join_key_types)
         self.view_keys = {view.name: list(view.join_keys) for view in views}
         if "|" in self.owner or "/" in self.owner:
             raise FeaturelibError(f"owner name {self.owner!r} may not hold '|' or '/'")
@@ -526,7 +525,7 @@ class Pusher:
             )
         try:
             for view in self.plain_views:
-                latest = latest_rows(view, cast_keys(prepared, _key_types(view)))
+                latest = latest_rows(view, cast_keys(prepared, view.join_key_types))
                 written[view.name] = write_latest(self.store, view, latest)
             # Events up to now (and the batch's own, even if future-dated): source rows later
             # than now are not due yet, exactly as materialization up to now leaves them out.

@@ -18,9 +18,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from featurelib.compile.polars_expr import polars_dtype, to_polars
+from featurelib.compile.polars_expr import cast_declared, polars_dtype, to_polars
 from featurelib.durations import to_micros
-from featurelib.offline.engine import _typed
 from featurelib.offline.windows import dyadic_blocks
 from featurelib.online import layout, merge
 from featurelib.online.codec import decode_row, decode_states
@@ -79,7 +78,7 @@ class ServingPlan:
             if isinstance(view, AggregationView):
                 self.layouts[view.name] = {p.hop_us: self._layout(view, p) for p in hop_plans(view)}
         self.on_demand_exprs = [
-            _typed(to_polars(node), dtype).alias(f"{od.name}__{n}")
+            cast_declared(to_polars(node), dtype).alias(f"{od.name}__{n}")
             for od in on_demand
             for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
         ]
