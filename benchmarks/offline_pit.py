@@ -62,6 +62,7 @@ from pit_engines import (
     Config,
     generate,
     run_engine,
+    verdicts,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -341,15 +342,6 @@ def ratios(
     return figures
 
 
-def verdicts(figures: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, (op, bound) in TARGETS.items():
-        value = figures.get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        out[key] = {"value": value, "target": f"{op} {bound}", "met": met}
-    return out
-
-
 def report(
     results: dict[str, Any], checks: dict[str, Any], figures: dict[str, Any], meta: dict[str, Any]
 ) -> None:
@@ -384,7 +376,7 @@ def report(
         if value is not None:
             print(f"{key:<45} {value}")
     print("\n== targets ==")
-    for key, v in verdicts(figures).items():
+    for key, v in verdicts(figures, TARGETS).items():
         state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
         print(f"{key:<36} {v['value']!s:>8}  target {v['target']:<8} {state}")
 
@@ -434,7 +426,7 @@ def main() -> None:
         "quick": args.quick,
         "repeats": repeats,
         **{k: figures.get(k) for k in TARGETS},
-        "targets": verdicts(figures),
+        "targets": verdicts(figures, TARGETS),
         "figures": figures,
         "results": results,
         "checks": checks,

@@ -58,7 +58,7 @@ from typing import Any
 
 from offline_pit import code_version, ensure_data, machine_info, spawn
 from online_engines import CASES, DB, run_child
-from pit_engines import FULL, QUICK
+from pit_engines import FULL, QUICK, verdicts
 
 HERE = Path(__file__).resolve().parent
 
@@ -229,15 +229,6 @@ def figures_of(
     return f
 
 
-def verdicts(figures: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, (op, bound) in TARGETS.items():
-        value = figures.get(key)
-        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
-        out[key] = {"value": value, "target": f"{op} {bound}", "met": met}
-    return out
-
-
 def report(
     mat: dict[str, Any],
     phases: dict[str, Any],
@@ -304,7 +295,7 @@ def report(
         if value is not None and ("ratio" in key or "speedup" in key):
             print(f"{key:<48} {value}")
     print("\n== targets ==")
-    for key, v in verdicts(figures).items():
+    for key, v in verdicts(figures, TARGETS).items():
         state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
         print(f"{key:<36} {v['value']!s:>8}  target {v['target']:<8} {state}")
 
@@ -387,7 +378,7 @@ def main() -> None:
         "quick": args.quick,
         "repeats": repeats,
         **{k: figures.get(k) for k in TARGETS},
-        "targets": verdicts(figures),
+        "targets": verdicts(figures, TARGETS),
         "figures": figures,
         "materialize": mat,
         "write_phases_featurelib": phases,

@@ -40,7 +40,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pit_engines import ACTIVITY, AGG_FEATURES, PLAIN_FEATURES, PROFILE, START, VIEWS, Config
+from pit_engines import (
+    ACTIVITY,
+    AGG_FEATURES,
+    PLAIN_FEATURES,
+    PROFILE,
+    START,
+    VIEWS,
+    Config,
+    feast_objects,
+)
 from pit_engines import peak_rss_mb as _peak_rss_mb
 
 PROJECT = "bench_online"
@@ -145,8 +154,7 @@ def featurelib_store(url: str, db: int) -> Any:
 
 def feast_store(data_dir: Path, repo_dir: Path, port: int, offline: str, apply: bool) -> Any:
     """Feast 0.67 with its built-in Redis online store on our server (db 2)."""
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-    from feast.types import Float64, Int64
+    from feast import FeatureStore
 
     repo_dir.mkdir(parents=True, exist_ok=True)
     (repo_dir / "feature_store.yaml").write_text(
@@ -161,28 +169,7 @@ def feast_store(data_dir: Path, repo_dir: Path, port: int, offline: str, apply: 
     )
     store = FeatureStore(repo_path=str(repo_dir))
     if apply:
-        user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
-        sources = {
-            name: FileSource(
-                name=name,
-                path=str(data_dir / f"{name}.parquet"),
-                timestamp_field="event_timestamp",
-                created_timestamp_column="created",
-            )
-            for name in ("activity", "profile")
-        }
-        views = [
-            FeatureView(
-                name=v.name,
-                entities=[user],
-                ttl=v.ttl,
-                schema=[Field(name="user_id", dtype=Int64)]
-                + [Field(name=f, dtype=Float64) for f in v.features],
-                source=sources[v.source],
-            )
-            for v in VIEWS
-        ]
-        store.apply([user, *views])
+        store.apply(feast_objects(data_dir))
     return store
 
 

@@ -204,28 +204,11 @@ def setup_polars_floor(data_dir: Path, spine_path: Path) -> Timed:
     return run
 
 
-def setup_feast(data_dir: Path, spine_path: Path, store_type: str, repo: Path) -> Timed:
-    import pandas as pd
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+def feast_objects(data_dir: Path) -> list[Any]:
+    """The benchmark's entity and plain views as Feast objects (shared by online.py)."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64
 
-    if store_type == "duckdb":
-        try:
-            import ibis  # noqa: F401 - Feast's duckdb offline store is built on ibis
-        except ImportError:
-            raise SystemExit(
-                "Feast's duckdb offline store needs ibis: pip install 'feast[duckdb]' "
-                "(or 'ibis-framework[duckdb]>=10')"
-            ) from None
-
-    (repo / "feature_store.yaml").write_text(
-        "project: pit_bench\n"
-        f"registry: {repo / 'registry.db'}\n"
-        "provider: local\n"
-        f"online_store:\n  type: sqlite\n  path: {repo / 'online.db'}\n"
-        f"offline_store:\n  type: {store_type}\n"
-        "entity_key_serialization_version: 3\n"
-    )
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
     sources = {
         name: FileSource(
@@ -247,8 +230,42 @@ def setup_feast(data_dir: Path, spine_path: Path, store_type: str, repo: Path) -
         )
         for v in VIEWS
     ]
+    return [user, *views]
+
+
+def verdicts(figures: dict[str, Any], targets: dict[str, tuple[str, float]]) -> dict[str, Any]:
+    """Each target's value, bound and whether it is met (None when not measured)."""
+    out: dict[str, Any] = {}
+    for key, (op, bound) in targets.items():
+        value = figures.get(key)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[key] = {"value": value, "target": f"{op} {bound}", "met": met}
+    return out
+
+
+def setup_feast(data_dir: Path, spine_path: Path, store_type: str, repo: Path) -> Timed:
+    import pandas as pd
+    from feast import FeatureStore
+
+    if store_type == "duckdb":
+        try:
+            import ibis  # noqa: F401 - Feast's duckdb offline store is built on ibis
+        except ImportError:
+            raise SystemExit(
+                "Feast's duckdb offline store needs ibis: pip install 'feast[duckdb]' "
+                "(or 'ibis-framework[duckdb]>=10')"
+            ) from None
+
+    (repo / "feature_store.yaml").write_text(
+        "project: pit_bench\n"
+        f"registry: {repo / 'registry.db'}\n"
+        "provider: local\n"
+        f"online_store:\n  type: sqlite\n  path: {repo / 'online.db'}\n"
+        f"offline_store:\n  type: {store_type}\n"
+        "entity_key_serialization_version: 3\n"
+    )
     store = FeatureStore(repo_path=str(repo))
-    store.apply([user, *views])
+    store.apply(feast_objects(data_dir))
     refs = [f"{v.name}:{f}" for v in VIEWS for f in v.features]
 
     def run() -> Any:
