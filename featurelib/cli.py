@@ -370,6 +370,19 @@ def _add_push_commands(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     p.add_argument("--max-messages", type=int, default=None, help="stop after N entries")
     p.add_argument("--idle-exit", type=float, default=None, help="stop after S idle seconds")
     p.set_defaults(func=_cmd_stream)
+    _register_plugins(sub, with_repo)
+
+
+def _register_plugins(sub: Any, with_repo: Callable[[Any], Any]) -> None:
+    """Commands of the scoring service and the skew monitor (imported lazily: they depend on
+    featurelib, never the reverse)."""
+    import importlib
+
+    for module in PLUGIN_COMMANDS:
+        importlib.import_module(module).register(sub, with_repo)
+
+
+PLUGIN_COMMANDS = ("serving.cli", "skew_monitor.cli")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
