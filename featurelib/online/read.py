@@ -85,6 +85,18 @@ class ServingPlan:
         ]
         self.outputs = service.output_names()
         self.internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
+        self.output_exprs = [
+            pl.col(i).alias(o) for i, o in zip(self.internal, self.outputs, strict=True)
+        ]
+        # On-demand values get their status from a null mask computed in the same pass.
+        self.on_demand_nulls = {
+            f"{od.name}__{n}": f"__null{k}"
+            for k, (od, n) in enumerate((od, n) for od in on_demand for n in od.feature_names())
+        }
+        self.on_demand_null_exprs = [
+            pl.col(internal).is_null().alias(alias)
+            for internal, alias in self.on_demand_nulls.items()
+        ]
         self.names = {v.name: [f"{v.name}__{n}" for n in v.feature_names()] for v in self.stored}
         self.ttl_us = {
             v.name: to_micros(v.ttl)
@@ -366,16 +378,13 @@ def _assemble(
     if plan.stamp_exprs:
         frame = frame.with_columns(plan.stamp_exprs)
     if plan.on_demand_exprs:
-        frame = pl.concat([_request_frame(plan, rows), frame], how="horizontal").with_columns(
-            plan.on_demand_exprs
-        )
-        for od in plan.on_demand:
-            for n in od.feature_names():
-                col = f"{od.name}__{n}"
-                statuses[col] = [PRESENT if v is not None else NULL_VALUE for v in frame[col]]
-    out = frame.select(
-        [pl.col(i).alias(o) for i, o in zip(plan.internal, plan.outputs, strict=True)]
-    )
+        request = _request_frame(plan, rows)
+        frame = pl.concat([request, frame], how="horizontal").with_columns(plan.on_demand_exprs)
+    out = frame.select(*plan.output_exprs, *plan.on_demand_null_exprs)
+    for internal, null_column in plan.on_demand_nulls.items():
+        statuses[internal] = [NULL_VALUE if n else PRESENT for n in out[null_column]]
+    if plan.on_demand_null_exprs:
+        out = out.select(plan.outputs)
     return OnlineResponse(
         out,
         {o: statuses[i] for i, o in zip(plan.internal, plan.outputs, strict=True)},
