@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from featurelib.errors import FeaturelibError
 
 
@@ -62,6 +64,50 @@ class PromotionRefusedError(RegistryError):
 
 class FeatureStoreUnavailableError(ServingError):
     """The online store did not answer within the request deadline."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class ModelInputError(BadRequestError):
+    """The features given to a model lack a column it needs or have an unusable type."""
+
+
+class ArtifactIntegrityError(RegistryError):
+    """A stored model artifact does not match the sha256 recorded when it was registered."""
+
+    status = 500
+    grpc_code = "DATA_LOSS"
+
+
+class ServeConfigError(ServingError):
+    """The scoring service's configuration (YAML file, flags or environment) is invalid."""
+
+
+class ModelNotReadyError(ServingError):
+    """The model is registered but no version of it can answer yet (or its alias is unset)."""
+
+    status = 503
+    grpc_code = "UNAVAILABLE"
+
+
+class GatesFailedError(PromotionRefusedError):
+    """Promotion gates refused a version; `results` holds every gate's outcome."""
+
+    def __init__(self, what: str, *, results: Sequence[object], hint: str | None = None) -> None:
+        super().__init__(what, hint=hint)
+        self.results = tuple(results)
+
+
+class FeatureNotFoundError(ServingError):
+    """A feature service, feature view or feature named in a request does not exist."""
+
+    status = 404
+    grpc_code = "NOT_FOUND"
+
+
+class RegistryUnavailableError(ServingError):
+    """The model registry's database cannot be reached."""
 
     status = 503
     grpc_code = "UNAVAILABLE"
