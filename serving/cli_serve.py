@@ -44,6 +44,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         models=args.models.split(",") if args.models else None,
         now=args.now,
+        allow_feature_time=True if args.allow_feature_time else None,
     )
     if args.no_grpc:
         from dataclasses import replace
@@ -85,5 +86,11 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
         default=None,
         help="start the feature clock at this time and let it advance in real time "
         "(replaying historical data such as the 2013 demo)",
+    )
+    p.add_argument(
+        "--allow-feature-time",
+        action="store_true",
+        help="replay mode: infer requests may set parameters.feature_time (exact only while "
+        "the online store holds nothing later than that time)",
     )
     p.set_defaults(func=_cmd_serve)

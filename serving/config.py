@@ -25,6 +25,8 @@
     reload_interval_s: 1.0       # registry polling period (hot reload of aliases and versions)
     definitions_interval_s: 5.0  # feature registry polling period
     threads: 16                  # gRPC worker threads (REST uses the event loop's thread pool)
+    allow_feature_time: false    # replay mode: an infer request may set parameters.feature_time
+                                 # (the time its features are read at; see ScoringCore.infer)
 
 Precedence: CLI flags > YAML file > defaults. Unknown keys are refused with the list of known
 ones, so a typo never silently falls back to a default.
@@ -97,6 +99,7 @@ class ServeConfig:
     definitions_interval_s: float = 5.0
     threads: int = 16
     now: datetime | None = None
+    allow_feature_time: bool = False
 
     def __post_init__(self) -> None:
         fraction, positive = "a fraction in [0, 1]", "a positive number"

@@ -122,9 +122,21 @@ class ScoringCore:
         version: str | None = None,
         route_override: str | None = None,
         request_id: str | None = None,
+        feature_time: datetime | None = None,
     ) -> ScoreResult:
-        """Score `inputs` (one row per prediction) with `model` (module docstring)."""
+        """Score `inputs` (one row per prediction) with `model` (module docstring).
+
+        `feature_time` (replay mode, `allow_feature_time` in the config) reads the features at
+        that time instead of the clock's. Reads see the store as it is, so they equal the
+        offline values only while it holds nothing later than that time: the replay driver
+        (`serving.demo`) pushes events up to each time before scoring at it."""
         request_id = request_id or uuid.uuid4().hex
+        if feature_time is not None and not self.config.allow_feature_time:
+            raise BadRequestError(
+                "parameters.feature_time is only accepted in replay mode",
+                where="infer request",
+                hint="start the service with --allow-feature-time (allow_feature_time: true)",
+            )
         self._check_rows(inputs.height)
         served = self.catalog.served(model, self.catalog.snapshot)
         where = f"model {model!r}"
@@ -143,7 +155,7 @@ class ScoringCore:
             if chosen.info.service != signature.service:  # challenger on another service
                 plan, signature = self._plan(chosen.info.service)
                 frame = signature.validate(inputs, extra=self.config.extra_columns, where=where)
-        at = self.clock()
+        at = feature_time or self.clock()
         response, degraded = self._read(plan, signature, frame, at)
         predictions = self._predict(chosen, response.features)
         self._after(request_id, served, chosen, frame, response, predictions, at, signature)

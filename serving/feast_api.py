@@ -97,7 +97,10 @@ def rows_from_columns(df: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
 
 
 def apply_push(core: ScoringCore, source: str, rows: Any, to: str) -> dict[str, Any]:
-    """Validate and apply `rows` to `source` with a cached `Pusher` (caller holds its lock)."""
+    """Validate and apply `rows` to `source` with a cached `Pusher` (caller holds its lock).
+
+    `to` is Feast's push target: `online_and_offline` (the default: logged for training and
+    served), `online` (served only: for rows the batch source already holds) or `offline`."""
     repo = core.definitions.repo
     key = (source, id(repo))
     pusher = core._pushers.get(key)
@@ -113,7 +116,9 @@ def apply_push(core: ScoringCore, source: str, rows: Any, to: str) -> dict[str, 
         if errors:
             error = PushError(source, errors, len(batch.positions) + len(errors))
             raise BadRequestError(error.what, where=error.where, hint=error.hint)
-        result = pusher.apply(batch, now=core.clock())
+        result = pusher.apply(
+            batch, now=core.clock(), offline=to != "online", online=to != "offline"
+        )
     except (redis.RedisError, RedisUnavailableError) as exc:
         raise FeatureStoreUnavailableError(
             f"the online store did not answer: {exc}",

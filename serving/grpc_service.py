@@ -33,7 +33,7 @@ from serving.core import ScoringCore
 from serving.errors import BadRequestError, ServingError
 from serving.proto import grpc_predict_v2_pb2 as pb
 from serving.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving.rest import EXTENSIONS, SERVER_NAME, error_status
+from serving.rest import EXTENSIONS, SERVER_NAME, error_status, feature_time_parameter
 
 log = logging.getLogger("featurelib.serve")
 TRANSPORT = "grpc"
@@ -234,6 +234,9 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[m
                 version=request.model_version or None,
                 route_override=override,
                 request_id=request.id or None,
+                feature_time=feature_time_parameter(
+                    {k: v.string_param for k, v in request.parameters.items()}
+                ),
             )
             parameters = {"content_type": pb.InferParameter(string_param="pd"),
                           "route": pb.InferParameter(string_param=result.route)}  # fmt: skip

@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -88,6 +89,22 @@ def parse_json(raw: bytes) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+
+
+def feature_time_parameter(parameters: Any) -> datetime | None:
+    """The replay-mode `feature_time` parameter (ISO 8601; naive = UTC), if given."""
+    text = parameters.get("feature_time") if isinstance(parameters, dict) else None
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        raise BadRequestError(
+            f"parameters.feature_time {text!r} is not an ISO 8601 time",
+            where="infer request",
+            hint="e.g. 2013-12-31T10:00:00Z",
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def decode_inputs(body: Any) -> tuple[pl.DataFrame, str | None]:
@@ -286,13 +303,15 @@ def create_app(core: ScoringCore, auth: Authenticator) -> Starlette:
         header_id = request.headers.get("x-request-id")
 
         def work() -> tuple[Response, str]:  # parsing, scoring and rendering off the loop
-            frame, request_id = decode_inputs(parse_json(raw))
+            body = parse_json(raw)
+            frame, request_id = decode_inputs(body)
             result = core.infer(
                 name,
                 frame,
                 version=version,
                 route_override=override,
                 request_id=request_id or header_id,
+                feature_time=feature_time_parameter(body.get("parameters") or {}),
             )
             answered = str(result.model_version)
             headers = {"X-Model-Version": answered}
@@ -348,7 +367,9 @@ def create_app(core: ScoringCore, auth: Authenticator) -> Starlette:
                     where="push",
                 )
             rows = rows_from_columns(body["df"])
-            source, to = body["push_source_name"], str(body.get("to", "online"))
+            # Feast defaults to "online"; featurelib logs pushes for training too unless told
+            # otherwise, so that online and offline values stay equal.
+            source, to = body["push_source_name"], str(body.get("to", "online_and_offline"))
             return JSONResponse(core.push(source, rows, to))
 
         return await blocking(work, deadline=False), "", ""

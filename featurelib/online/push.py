@@ -326,15 +326,48 @@ class Pusher:
     # ------------------------------------------------------------------ applying
 
     def apply(
-        self, batch: ValidBatch, *, ids: list[str] | None = None, now: datetime | None = None
+        self,
+        batch: ValidBatch,
+        *,
+        ids: list[str] | None = None,
+        now: datetime | None = None,
+        offline: bool = True,
+        online: bool = True,
     ) -> PushResult:
         """Log and serve validated rows (see the module docstring for the steps).
 
         `ids` overrides the batch's event ids (the stream consumer passes entry ids when the
-        rows carry none); `now` (default: the clock) anchors the online retention."""
+        rows carry none); `now` (default: the clock) anchors the online retention.
+        `offline=False` serves the rows without logging them (Feast's `to="online"`: for rows
+        the batch source already holds, which logging would count twice offline);
+        `online=False` only logs them (`to="offline"`)."""
+        if not (offline or online):
+            raise ValueError("a push needs at least one of offline and online")
         started = time.perf_counter()
-        ids = batch.ids if ids is None else ids
         now = now or datetime.now(UTC)
+        if not offline:
+            frame = batch.frame
+            try:
+                served = self._update_online(frame, now) if frame.height else {}
+            except redis.RedisError as exc:
+                raise RedisUnavailableError(
+                    f"Redis failed during the push: {exc}",
+                    where=f"push to source {self.source_name!r}",
+                    hint="retry the push: online writes are idempotent",
+                ) from exc
+            return PushResult(
+                self.source_name,
+                frame.height,
+                0,
+                0,
+                0,
+                None,
+                served,
+                batch.ignored_columns,
+                time.perf_counter() - started,
+                self._skipped(frame),
+            )
+        ids = batch.ids if ids is None else ids
         log_dir = push_log_dir(self.repo.root, self.source_name)
         file_name = f"part-{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex}.parquet"
         frame = batch.frame
@@ -353,10 +386,10 @@ class Pusher:
                     self._release_claims()
                     raise
                 self._hook("logged")
-            serve = sorted(new + resumed)
-            online = self._update_online(frame[serve], now) if serve else {}
+            serve = sorted(new + resumed) if online else []
+            served = self._update_online(frame[serve], now) if serve else {}
             self._hook("applied")
-            if ids is not None and serve:
+            if ids is not None and (new or resumed):
                 self._mark_done([ids[i] for i in new], file_name)
                 self._mark_done_resumed([ids[i] for i in resumed])
         except redis.RedisError as exc:
@@ -372,7 +405,7 @@ class Pusher:
             duplicates,
             len(resumed),
             log_file,
-            online,
+            served,
             batch.ignored_columns,
             time.perf_counter() - started,
             self._skipped(frame),
