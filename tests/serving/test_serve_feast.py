@@ -123,10 +123,11 @@ def test_push_updates_the_online_store(http: httpx.Client) -> None:
         "event_timestamp": [landed, landed],
         "created_timestamp": [landed, landed],
     }
-    response = http.post("/push", json={"push_source_name": "flights", "df": df, "to": "online"})
+    response = http.post("/push", json={"push_source_name": "flights", "df": df})
     assert response.status_code == 200, response.text
     summary = response.json()
     assert (summary["source"], summary["received"], summary["appended"]) == ("flights", 2, 2)
+    assert summary["to"] == "online_and_offline"  # featurelib's default keeps training in step
     body = {
         "features": ["carrier_delays:carrier_flights_1d", "carrier_delays:carrier_late_rate_1d"],
         "entities": {"carrier": ["QQ"]},
@@ -141,3 +142,11 @@ def test_push_updates_the_online_store(http: httpx.Client) -> None:
     assert "event timestamp" in refused.json()["error"]
     unknown = http.post("/push", json={"push_source_name": "nope", "df": df})
     assert unknown.status_code == 404
+    # to=online applies a row online without logging it: for rows the batch source already
+    # holds (aggregates are recomputed from the offline events, so this one adds nothing).
+    third = {k: [v[0]] for k, v in df.items()} | {"flight_id": [990003], "tailnum": ["NQQ003"]}
+    online_only = http.post(
+        "/push", json={"push_source_name": "flights", "df": third, "to": "online"}
+    )
+    assert (online_only.json()["appended"], online_only.json()["to"]) == (0, "online")
+    assert http.post("/get-online-features", json=body).json()["results"][1]["values"] == [2]
