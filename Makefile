@@ -5,7 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPO ?= feature_repo
-DEMO_ROW := [{"carrier": "UA", "origin": "EWR", "dest": "IAH", "tailnum": "N14228", "scheduled_departure": "2014-01-02T10:30:00", "distance": 1400}]
+# The demo serves the flights of this day (UTC) as live traffic: the online store holds the data
+# up to DEMO_START, and the replay ingests each step's events before scoring at its end.
+DEMO_START := 2013-12-30T00:00:00
+DEMO_END := 2013-12-31T00:00:00
 
 .PHONY: help install demo test lint format bench clean
 
@@ -20,17 +23,19 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv and install featurelib with the dev extra
 
-demo: $(STAMP) ## data, training set, feast apply, materialize, stream new flights, online read
+demo: $(STAMP) ## data, feast apply, train + register, materialize, serve a day of traffic, skew report
+	$(VENV)/bin/featurelib demo-reset --repo $(REPO)
 	$(VENV)/bin/featurelib demo-data --repo $(REPO)
 	$(VENV)/bin/featurelib training-set --repo $(REPO) --service flight_delay \
 		--spine $(REPO)/data/spine.parquet --out $(REPO)/data/training_set.parquet
 	cd $(REPO) && ../$(VENV)/bin/feast apply
-	$(VENV)/bin/featurelib materialize 1970-01-01T00:00:00 2013-12-31T23:59:59 --repo $(REPO)
-	$(VENV)/bin/featurelib demo-stream --repo $(REPO) --count 500
-	$(VENV)/bin/featurelib stream --repo $(REPO) --source flights --stream flights:events \
-		--group demo --consumer demo-1 --idle-exit 2 --now 2014-01-02T10:00:00
-	$(VENV)/bin/featurelib get-online --repo $(REPO) --service flight_delay \
-		--at 2014-01-02T10:00:00 --rows '$(DEMO_ROW)'
+	$(VENV)/bin/featurelib train --repo $(REPO) --service flight_delay --label is_delayed \
+		--spine $(REPO)/data/spine.parquet --training-set $(REPO)/data/training_set.parquet \
+		--model flight_delay --champion xgboost --challenger sklearn
+	$(VENV)/bin/featurelib materialize 1970-01-01T00:00:00 $(DEMO_START) --repo $(REPO)
+	$(VENV)/bin/featurelib demo-serve --repo $(REPO) --start $(DEMO_START) --end $(DEMO_END)
+	$(VENV)/bin/featurelib skew-report --repo $(REPO) --service flight_delay --since 24h \
+		--fail-on mismatch,expectations
 
 test: $(STAMP) ## run the test suite
 	$(PY) -m pytest -q
