@@ -67,6 +67,10 @@ def test_alias_moves_without_failed_requests_and_shutdown_flushes_the_log(
         clients = [ClientLoop(server.base_url, f"reload{n}") for n in range(CLIENTS)]
         for client in clients:
             client.start()
+        deadline = time.monotonic() + 30  # every loop answered by version 1 before any move
+        while not all(c.versions()[:1] == ["1"] for c in clients):
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
         for version in (2, 3, 1):
             registry.set_alias(MODEL, "champion", version, actor="test", reason="hot reload test")
             deadline = time.monotonic() + 10
