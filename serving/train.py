@@ -34,6 +34,7 @@ from serving.registry import AliasMove, ModelRegistry, ModelVersion
 
 Progress = Callable[[str], None]
 SAMPLE_ROWS = 100_000
+EXPECTATIONS = "expectations.json"  # the key skew_monitor.references reads
 XGBOOST_DEFAULTS: dict[str, Any] = {
     "objective": "binary:logistic",
     "eval_metric": "logloss",
@@ -253,6 +254,15 @@ def _sample(frame: pl.DataFrame, columns: list[str], seed: int) -> bytes:
     return buffer.getvalue()
 
 
+def _expectation_suite(frame: pl.DataFrame, features: list[str], name: str) -> bytes:
+    """The Great Expectations suite of the training rows (ranges, null fractions, category sets,
+    types), stored with each version for the skew monitor to validate online logs against."""
+    from skew_monitor.expectations import build_suite  # profiling only: GX is not imported
+
+    present = [f for f in features if f in frame.columns]
+    return json.dumps(build_suite(frame, present, name), sort_keys=True).encode()
+
+
 def train(
     root: str | Path,
     service: str,
@@ -317,6 +327,7 @@ def train(
     registry = registry or ModelRegistry.open(repo_root=root)
     sample = _sample(train_part, [timestamp_column, *preprocessor.feature_names], seed=0)
     spec = json.dumps(svc.to_spec(), sort_keys=True).encode()
+    suite = _expectation_suite(train_part, svc.output_names(), f"{model_name}-{svc.name}")
     versions: dict[str, ModelVersion] = {}
     metrics: dict[str, dict[str, float]] = {}
     for flavor, (model, used) in models.items():  # baseline first, then XGBoost
@@ -335,6 +346,7 @@ def train(
         )
         registry.attach(model_name, mv.version, TRAINING_SAMPLE, sample)
         registry.attach(model_name, mv.version, SERVICE_SPEC, spec)
+        registry.attach(model_name, mv.version, EXPECTATIONS, suite)
         versions[flavor] = mv
         log(f"registered {model_name} version {mv.version} ({flavor}) in {registry.url}")
     moves = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +106,11 @@ def test_training_sample_and_spec_are_attached(
     assert sample.height == result.train_rows
     assert sample["event_timestamp"].max() < result.split_time
     assert registry.attachment("flight_delay", mv.version, SERVICE_SPEC) is not None
+    suite = json.loads(registry.attachment("flight_delay", mv.version, "expectations.json") or b"")
+    kinds = {(e["type"], e["kwargs"]["column"]) for e in suite["expectations"]}
+    assert {c for _, c in kinds} >= set(mv.feature_names)  # every model input is profiled
+    assert ("expect_column_values_to_be_between", "carrier_arr_delay_mean_1d") in kinds
+    assert ("expect_column_values_to_be_in_set", "low_visibility") in kinds
 
 
 def test_fingerprint_is_deterministic_and_sensitive() -> None:
