@@ -52,6 +52,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 bench: $(STAMP) ## run the benchmarks (prints ratios against anchors measured in the same run)
 	$(PY) benchmarks/offline_pit.py
 	$(PY) benchmarks/online.py
+	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/skew.py
+	$(PY) benchmarks/skew_replay.py
 
 clean: ## remove the virtualenv and generated data
 	rm -rf $(VENV) $(REPO)/data
