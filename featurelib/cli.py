@@ -125,8 +125,8 @@ def _cmd_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
-def _when(text: str) -> datetime:
-    """An ISO 8601 time (naive = UTC) or "now"."""
+def time_arg(text: str) -> datetime:
+    """An ISO 8601 time (naive = UTC) or "now": the argparse type of every time option."""
     if text == "now":
         return datetime.now(UTC)
     try:
@@ -236,20 +236,20 @@ def build_parser() -> argparse.ArgumentParser:
         return with_repo(p)
 
     p = online(sub.add_parser("materialize", help="write [START, END] to the online store"))
-    p.add_argument("start", type=_when)
-    p.add_argument("end", type=_when)
+    p.add_argument("start", type=time_arg)
+    p.add_argument("end", type=time_arg)
     p.add_argument("--views", help="comma-separated view names (default: all)")
     p.set_defaults(func=_cmd_materialize)
     p = online(
         sub.add_parser("materialize-incremental", help="write from each view's last run up to END")
     )
-    p.add_argument("end", type=_when)
+    p.add_argument("end", type=time_arg)
     p.add_argument("--views", help="comma-separated view names (default: all)")
     p.set_defaults(func=_cmd_materialize)
     p = online(sub.add_parser("get-online", help="read online features as JSON"))
     p.add_argument("--service", required=True)
     p.add_argument("--rows", required=True, help='JSON entity rows, e.g. \'[{"carrier": "UA"}]\'')
-    p.add_argument("--at", type=_when, default=None, help="read as of this time")
+    p.add_argument("--at", type=time_arg, default=None, help="read as of this time")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_get_online)
     _add_push_commands(sub, with_repo)
@@ -344,7 +344,7 @@ def _add_push_commands(sub: Any, with_repo: Callable[[Any], Any]) -> None:
         p.add_argument("--source", required=True, help="source the events belong to")
         p.add_argument(
             "--now",
-            type=_when,
+            type=time_arg,
             default=None,
             help="clock for the online retention (default: the wall clock); set it when "
             "replaying historical events, e.g. the demo's 2013 flights",

@@ -6,21 +6,11 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from featurelib.cli import time_arg
 from featurelib.durations import parse_duration
-
-
-def _time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"cannot read time {text!r}: use ISO 8601 such as 2013-12-30T00:00:00"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _cmd_demo_serve(args: argparse.Namespace) -> int:
@@ -87,8 +77,12 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
             "(REST + gRPC), then check its logged predictions against batch scoring",
         )
     )
-    p.add_argument("--start", type=_time, required=True, help="the store holds events up to here")
-    p.add_argument("--end", type=_time, required=True, help="replay flights predicted up to here")
+    p.add_argument(
+        "--start", type=time_arg, required=True, help="the store holds events up to here"
+    )
+    p.add_argument(
+        "--end", type=time_arg, required=True, help="replay flights predicted up to here"
+    )
     p.add_argument("--step", default="30m", help="feature-time step (default 30m)")
     p.add_argument("--model", default="flight_delay", help="registered model (champion answers)")
     p.add_argument("--grpc-every", type=int, default=2, help="every Nth request goes over gRPC")

@@ -7,26 +7,14 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from featurelib.cli import time_arg
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _when(text: str) -> datetime:
-    """An ISO 8601 time (naive = UTC) or "now"."""
-    if text == "now":
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"cannot read time {text!r}: use ISO 8601 such as 2013-06-01T12:00:00, or now"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -179,8 +167,8 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     p.set_defaults(func=_cmd_logs_flush)
     p = with_repo(logs_sub.add_parser("show", help="print flushed log rows"))
     p.add_argument("--service", required=True)
-    p.add_argument("--since", type=_when, default=None, help="logged_at >= this (ISO 8601)")
-    p.add_argument("--until", type=_when, default=None, help="logged_at < this (ISO 8601)")
+    p.add_argument("--since", type=time_arg, default=None, help="logged_at >= this (ISO 8601)")
+    p.add_argument("--until", type=time_arg, default=None, help="logged_at < this (ISO 8601)")
     p.add_argument("--limit", type=int, default=20, help="show the last N rows (0: all)")
     p.add_argument("--columns", type=int, default=12, help="columns to print")
     p.add_argument("--json", action="store_true", help="one JSON object per row")
@@ -210,7 +198,7 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     p.add_argument("--registry", default=None, help="model registry URL (default: repo SQLite)")
     p.add_argument(
         "--now",
-        type=_when,
+        type=time_arg,
         default=None,
         help="feature time (default: the wall clock); it advances in real time from here, "
         "for replays of historical events such as the demo's 2013 flights",

@@ -12,21 +12,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-
-def _time(text: str) -> datetime:
-    """An ISO 8601 time (naive = UTC) or `now`."""
-    if text == "now":
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"cannot read time {text!r}: use ISO 8601 such as 2013-06-01T12:00:00"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+from featurelib.cli import time_arg
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -82,7 +70,7 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     p.add_argument("--models", default=None, help="comma-separated models to serve (default: all)")
     p.add_argument(
         "--now",
-        type=_time,
+        type=time_arg,
         default=None,
         help="start the feature clock at this time and let it advance in real time "
         "(replaying historical data such as the 2013 demo)",

@@ -19,22 +19,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from featurelib.cli import time_arg
 from featurelib.durations import parse_duration
 from featurelib.errors import FeaturelibError
 
 
 def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"cannot read time {text!r}: use ISO 8601 such as 2026-01-01T00:00:00 (naive = UTC)"
-        ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _duration(text: str) -> timedelta:
@@ -59,8 +50,8 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     window.add_argument(
         "--since", type=_duration, help="window = the last DURATION of logged_at (e.g. 24h)"
     )
-    window.add_argument("--start", type=_time, help="window start (logged_at, inclusive)")
-    p.add_argument("--end", type=_time, help="window end (logged_at, exclusive; default: now)")
+    window.add_argument("--start", type=time_arg, help="window start (logged_at, inclusive)")
+    p.add_argument("--end", type=time_arg, help="window end (logged_at, exclusive; default: now)")
     p.add_argument("--out-dir", type=Path, help="default: REPO/data/skew_reports")
     p.add_argument(
         "--reference",
