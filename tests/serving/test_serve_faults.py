@@ -141,3 +141,54 @@ def test_defaults_when_the_store_is_unavailable(serving_repo: Path, trained_regi
     assert result.response.statuses["temp"] == ["NOT_FOUND"] * 3
     assert len(result.predictions) == 3
     assert ((result.predictions > 0) & (result.predictions < 1)).all()
+
+
+def test_feature_log_loses_nothing_across_a_redis_outage(
+    serving_repo: Path, trained_registry: Path, tmp_path: Path
+) -> None:
+    """Requests served before, during (with default feature values, spilled to disk) and after
+    an outage of the Redis that buffers the feature log are all in the flushed log, once."""
+    from serving.feature_log import read_logs
+
+    with RedisProcess(args=["--appendonly", "yes", "--appendfsync", "always"]) as redis_server:
+        materialize(serving_repo, redis_server.url)
+        server = ServerProcess(
+            serving_repo,
+            redis_url=redis_server.url,
+            registry_url=f"sqlite:///{trained_registry}",
+            config={"deadline_s": DEADLINE, "on_store_unavailable": "defaults"},
+            log_dir=tmp_path,
+        )
+        served: list[str] = []
+        with server, httpx.Client(base_url=server.base_url, timeout=10) as http:
+
+            def score(request_id: str) -> httpx.Response:
+                body = infer_body(ROWS[:1], request_id=request_id)
+                response = http.post(f"/v2/models/{MODEL}/infer", json=body)
+                assert response.status_code == 200, response.text
+                served.append(request_id)
+                return response
+
+            for i in range(5):
+                score(f"outage-before-{i}")
+            redis_server.stop()  # graceful: the append-only file keeps the unflushed entries
+            for i in range(4):
+                degraded = score(f"outage-during-{i}")
+                assert degraded.json()["parameters"].get("degraded") == "store_unavailable"
+            redis_server.start()  # same port and directory: the buffered stream is back
+            deadline = time.monotonic() + 20
+            while True:  # the spilled entries are replayed once the logger sees Redis again
+                try:
+                    score(f"outage-after-{len(served)}")
+                    break
+                except AssertionError:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)
+            for i in range(5):
+                score(f"outage-after-{i}")
+        assert server.process.returncode == 0, server.output()
+    logged = read_logs(serving_repo, "flight_delay")
+    ours = logged.filter(pl.col("request_id").str.starts_with("outage-"))
+    assert sorted(ours["request_id"].to_list()) == sorted(served)
+    during = ours.filter(pl.col("request_id").str.starts_with("outage-during"))
+    assert during["temp"].to_list() == [None] * 4  # served with defaults (none configured)
