@@ -1,8 +1,8 @@
 """Bearer-token authorization with roles: `score`, `push`, `admin`.
 
 Tokens come from the config (`tokens: {token: [roles]}`) or `$FEATURELIB_SERVE_TOKENS`. A key is
-either the token's SHA-256 hex digest (preferred: the config then holds no secret) or the plain
-token. With no tokens configured, auth is off. With tokens: scoring (OIP infer, model metadata,
+either `sha256:<hex digest of the token>` (preferred: the config then holds no secret, and the
+digest itself is not a token) or the plain token. With no tokens configured, auth is off. With tokens: scoring (OIP infer, model metadata,
 `/get-online-features`) needs `score`, `/push` needs `push`, `/admin/*` and `/metrics` need
 `admin`; health endpoints (`/v2/health/*`, `/v2`) stay open for probes.
 
@@ -19,11 +19,11 @@ from collections.abc import Mapping, Sequence
 
 from serving.errors import ForbiddenError, UnauthorizedError
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_DIGEST_KEY = re.compile(r"sha256:([0-9a-f]{64})")
 
 
 def token_digest(token: str) -> str:
-    """The SHA-256 hex digest to put in the config instead of the token itself.
+    """The SHA-256 hex digest of a token (configure it as `sha256:<digest>`).
 
     >>> token_digest("s3cret")[:12]
     '1ec1c26b50d5'
@@ -37,9 +37,10 @@ class Authenticator:
     def __init__(self, tokens: Mapping[str, Sequence[str]]) -> None:
         self._roles: dict[str, frozenset[str]] = {}
         for key, roles in tokens.items():
-            self._roles[token_digest(key)] = frozenset(roles)  # key is the plain token
-            if _HEX64.fullmatch(key.lower()):  # key is (also) a digest
-                self._roles.setdefault(key.lower(), frozenset(roles))
+            digest = _DIGEST_KEY.fullmatch(key.strip().lower())
+            # A digest key is only ever compared with the digest of a presented token, so
+            # knowing the configured digest does not authenticate anyone.
+            self._roles[digest.group(1) if digest else token_digest(key)] = frozenset(roles)
 
     @property
     def enabled(self) -> bool:

@@ -20,7 +20,7 @@
     extra_columns: ignore        # input columns the service does not use: ignore | reject
     max_body_bytes: 1048576      # larger request bodies -> 413
     max_rows: 10000              # more rows in one request -> 413
-    tokens: {<sha256 hex or plain token>: [score, push, admin]}  # or FEATURELIB_SERVE_TOKENS
+    tokens: {"sha256:<hex digest>" or <token>: [score, push, admin]}  # or FEATURELIB_SERVE_TOKENS
     log_sample_rate: 1.0         # fraction of requests written to the feature log
     reload_interval_s: 1.0       # registry polling period (hot reload of aliases and versions)
     definitions_interval_s: 5.0  # feature registry polling period

@@ -40,7 +40,9 @@ def key_fraction(values: Sequence[Any]) -> float:
     True
     """
     text = SEPARATOR.join("" if v is None else str(v) for v in values)
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    # Personalized: independent of the feature log's sampling hash over the same keys, so a
+    # logged sample holds champion and challenger traffic in their routed proportions.
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"fl-route").digest()
     return int.from_bytes(digest, "big") / _SCALE
 
 

@@ -33,7 +33,11 @@ def secured(
     trained_registry: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerProcess]:
-    tokens = {token_digest(SCORE): ["score"], PUSH: ["push"], ADMIN: ["score", "push", "admin"]}
+    tokens = {
+        f"sha256:{token_digest(SCORE)}": ["score"],
+        PUSH: ["push"],
+        ADMIN: ["score", "push", "admin"],
+    }
     with ServerProcess(
         serving_repo,
         redis_url=serving_redis.url,
@@ -60,6 +64,9 @@ def test_rest_roles(secured: ServerProcess) -> None:
         for token in (SCORE, ADMIN):  # SCORE is configured by its sha256 digest only
             answer = http.post(infer, json=infer_body(ROWS), headers=bearer(token))
             assert answer.status_code == 200
+        # Knowing the configured digest grants nothing: it is not itself a token.
+        digest = http.post(infer, json=infer_body(ROWS), headers=bearer(token_digest(SCORE)))
+        assert digest.status_code == 401
         push = {"push_source_name": "flights", "df": {"carrier": []}}
         assert http.post("/push", json=push, headers=bearer(SCORE)).status_code == 403
         assert http.get("/metrics", headers=bearer(SCORE)).status_code == 403

@@ -25,7 +25,7 @@ from featurelib.online.testing import RedisProcess
 from serving.routing import Router, ShadowPool, key_fraction
 
 KEYS = ["carrier", "origin", "dest", "tailnum"]  # the model's key columns, signature order
-FRACTION = 0.5426110930878513  # key_fraction of UA/EWR/ORD/N14228
+FRACTION = 0.3196531368917878  # key_fraction of UA/EWR/ORD/N14228
 
 
 def test_share_and_stickiness_of_the_split() -> None:
@@ -42,6 +42,18 @@ def test_share_and_stickiness_of_the_split() -> None:
     assert {Router(1, 2, 0.0).route(k).arm for k in keys} == {"champion"}
     # blake2b, not Python's per-process salted hash: the same on every replica and restart
     assert key_fraction(["UA", "EWR", "ORD", "N14228"]) == pytest.approx(FRACTION, abs=1e-15)
+
+
+def test_logged_sample_holds_both_arms_in_their_routed_shares() -> None:
+    """The log's sampling hash and the routing hash are independent: with log rate = share,
+    the logged entities are not all challenger traffic."""
+    from serving.feature_log import sampled
+
+    keys = [(f"C{i % 17}", f"O{i}", "DST", f"N{i:05d}") for i in range(20_000)]
+    router = Router(champion=1, challenger=2, share=0.1)
+    logged = [router.route(k).version for k in keys if sampled(k, 0.1)]
+    assert len(logged) == pytest.approx(2000, rel=0.1)
+    assert logged.count(2) / len(logged) == pytest.approx(0.1, abs=0.03)
 
 
 def test_shadow_pool_is_bounded_and_drops_overflow() -> None:
