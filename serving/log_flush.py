@@ -350,6 +350,17 @@ class LogFlusher:
     def flush_service(self, service: str) -> FlushResult:
         key = stream_key(self.project, service)
         result = FlushResult(service)
+        try:
+            return self._flush_stream(key, service, result)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream was recreated without our group (Redis restarted empty, the key was
+            # deleted or evicted, then a logger's XADD made it again): create it and go on.
+            self._groups.discard(key)
+            return self._flush_stream(key, service, result)
+
+    def _flush_stream(self, key: str, service: str, result: FlushResult) -> FlushResult:
         self._ensure_group(key)
         # Own pending entries first (a crash between write and ack: same batch, same file),
         # then abandoned ones of other consumers, then new ones.
@@ -421,8 +432,10 @@ class LogFlusher:
         batch: list[tuple[bytes, dict[bytes, bytes] | None]],
         result: FlushResult,
     ) -> list[tuple[bytes, bytes, str]]:
-        """Write the batch's Parquet files (one per `logged_at` date); the undecodable entries."""
-        by_day: dict[str, list[tuple[bytes, dict[str, Any]]]] = defaultdict(list)
+        """Write the batch's Parquet files (one per `logged_at` date and column layout: a
+        service version may change a feature's type, which no single file can hold); return
+        the undecodable entries."""
+        by_day: dict[tuple[str, str], list[tuple[bytes, dict[str, Any]]]] = defaultdict(list)
         dead: list[tuple[bytes, bytes, str]] = []
         for entry_id, fields in batch:
             raw = None if fields is None else fields.get(b"d")
@@ -435,9 +448,9 @@ class LogFlusher:
             except (ValueError, msgpack.UnpackException, TypeError) as exc:
                 dead.append((entry_id, raw, f"undecodable payload: {exc}"))
                 continue
-            by_day[_day(entry["at"])].append((entry_id, entry))
+            by_day[(_day(entry["at"]), str(entry["l"]))].append((entry_id, entry))
         directory = log_dir(self.root) / f"service={service}"
-        for day, items in sorted(by_day.items()):
+        for (day, _), items in sorted(by_day.items()):
             frame = entries_frame([entry for _, entry in items])
             name = f"{items[0][0].decode()}-{items[-1][0].decode()}.parquet"
             path = directory / f"date={day}" / name

@@ -334,3 +334,40 @@ def test_logs_flush_and_show_commands(
     assert rows[0]["status__flights"] == "PRESENT"
     logger.close()
     client.close()
+
+
+def test_a_feature_changing_type_between_versions_in_one_batch(
+    store: RedisOnlineStore, tmp_path: Path
+) -> None:
+    """A feature that is a float under v1 and a list under v2, both unflushed: one file per
+    layout, and the background flusher keeps working."""
+    logger = FeatureLogger(tmp_path, store, flush_interval_s=None, background=False)
+    log_one(logger, 1, T0)
+    inputs, response = request(2)
+    features = response.features.with_columns(delay_mean=pl.lit([1.0, 2.0]))  # now a list
+    later = T0 + timedelta(milliseconds=1)
+    logger.log(
+        "req-2", later, later, "svc", "v2", "m", 4, inputs,
+        OnlineResponse(features, response.statuses, {}), np.array([0.1, 0.2]),
+    )  # fmt: skip
+    results = logger.flush()
+    assert sum(r.entries for r in results) == 2
+    files = sorted((tmp_path / "data" / "feature_log").rglob("*.parquet"))
+    assert len(files) == 2
+    kinds = sorted(str(pl.read_parquet(f).schema["delay_mean"]) for f in files)
+    assert kinds == ["Float64", "List(Float64)"]
+    assert store.client.xlen(stream_key("fltest", "svc")) == 0
+
+
+def test_flusher_recreates_its_group_after_the_stream_is_recreated(
+    store: RedisOnlineStore, tmp_path: Path
+) -> None:
+    """Redis restarted empty (or the key was evicted) and a logger's XADD made the stream
+    again, without the consumer group: the next flush creates it and writes the entries."""
+    logger = FeatureLogger(tmp_path, store, flush_interval_s=None, background=False)
+    log_one(logger, 1, T0)
+    assert sum(r.entries for r in logger.flush()) == 1
+    store.client.delete(stream_key("fltest", "svc"))
+    log_one(logger, 2, T0)
+    assert sum(r.entries for r in logger.flush()) == 1
+    assert sorted(read_logs(tmp_path, "svc")["request_id"].unique()) == ["req-1", "req-2"]
