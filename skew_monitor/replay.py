@@ -341,7 +341,8 @@ def _common(online: pl.Series, offline: pl.Series) -> tuple[pl.Series, pl.Series
 
 def _close(a: pl.Expr, b: pl.Expr, tol: Tolerance) -> pl.Expr:
     scale = pl.max_horizontal(pl.lit(1.0), a.abs(), b.abs())
-    return (a - b).abs() <= tol.rel_tolerance * scale + tol.abs_tolerance
+    # Equal values match before the tolerance test: inf - inf is NaN, never "close".
+    return (a == b) | ((a - b).abs() <= tol.rel_tolerance * scale + tol.abs_tolerance)
 
 
 def _list_equal(frame: pl.DataFrame, tol: Tolerance) -> pl.Series:
@@ -409,9 +410,18 @@ def compare_feature(
     smape: float | None = None
     quantiles: dict[str, float | None] = dict.fromkeys([*(n for n, _ in QUANTILES), "max"])
     if numeric:
-        diffs = frame.filter(both).select(
-            (pl.col("a").cast(pl.Float64) - pl.col("b").cast(pl.Float64)).abs().alias("d"),
-            (pl.col("a").cast(pl.Float64).abs() + pl.col("b").cast(pl.Float64).abs()).alias("s"),
+        equal_or_finite = (pl.col("a") == pl.col("b")) | (
+            pl.col("a").cast(pl.Float64).is_finite() & pl.col("b").cast(pl.Float64).is_finite()
+        )
+        diffs = frame.filter(both & equal_or_finite).select(
+            pl.when(pl.col("a") == pl.col("b"))  # equal infinities differ by 0, not NaN
+            .then(0.0)
+            .otherwise((pl.col("a").cast(pl.Float64) - pl.col("b").cast(pl.Float64)).abs())
+            .alias("d"),
+            pl.when(pl.col("a") == pl.col("b"))
+            .then(0.0)
+            .otherwise(pl.col("a").cast(pl.Float64).abs() + pl.col("b").cast(pl.Float64).abs())
+            .alias("s"),
         )
         if diffs.height:
             row = diffs.select(

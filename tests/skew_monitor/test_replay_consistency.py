@@ -47,6 +47,16 @@ def test_floats_match_within_relative_tolerance_and_nan_is_null() -> None:
     assert result.diff_quantiles["p50"] == pytest.approx(sorted(diffs)[1], rel=1e-6)
 
 
+def test_equal_infinities_match_and_unequal_ones_do_not() -> None:
+    online = pl.Series([float("inf"), float("-inf"), 1.0, float("inf"), 2.0, 5.0])
+    offline = pl.Series([float("inf"), float("-inf"), 1.0, 3.0, float("inf"), 5.0])
+    result = compare_feature(IDENT, online, offline, "ratio", Tolerance())
+    assert (result.matches, result.mismatches) == (4, 2)
+    # Quantiles over the pairs with a finite difference (4 equal pairs: 0), never NaN.
+    assert result.diff_quantiles == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    assert result.smape == 0.0
+
+
 def test_integers_strings_and_booleans_are_exact() -> None:
     ints = compare_feature(
         IDENT, pl.Series([1, 2, 3, 0, 0, None]), pl.Series([1, 2, 4, 0, 0, None]), "n", Tolerance()
