@@ -341,8 +341,10 @@ def _common(online: pl.Series, offline: pl.Series) -> tuple[pl.Series, pl.Series
 
 def _close(a: pl.Expr, b: pl.Expr, tol: Tolerance) -> pl.Expr:
     scale = pl.max_horizontal(pl.lit(1.0), a.abs(), b.abs())
-    # Equal values match before the tolerance test: inf - inf is NaN, never "close".
-    return (a == b) | ((a - b).abs() <= tol.rel_tolerance * scale + tol.abs_tolerance)
+    # Equal values match before the tolerance test (inf - inf is NaN); otherwise both must be
+    # finite, or an infinite scale would call inf "close" to any number.
+    within = (a - b).abs() <= tol.rel_tolerance * scale + tol.abs_tolerance
+    return (a == b) | (a.is_finite() & b.is_finite() & within)
 
 
 def _list_equal(frame: pl.DataFrame, tol: Tolerance) -> pl.Series:
