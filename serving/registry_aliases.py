@@ -156,7 +156,9 @@ class AliasOperations:
         return AliasMove(int(move_id), name, alias, current, target, actor, reason, forced, now)
 
     def rollback(self, name: str, alias: str, *, actor: str, reason: str = "") -> AliasMove:
-        """Move `alias` back to the version it pointed at before its last move."""
+        """Move `alias` back to the version it pointed at before its last move. Like
+        `kubectl rollout undo`, a second rollback undoes the first (toggles between the last
+        two versions); to go further back, promote that version explicitly."""
         moves = [m for m in self.history(name) if m.alias == alias]
         if not moves:
             raise RegistryError(

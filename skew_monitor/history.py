@@ -55,11 +55,19 @@ def append(out_dir: Path, entry: dict[str, Any]) -> None:
     with history_path(out_dir).open("a", encoding="utf-8") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
+            if handle.tell() and not _ends_with_newline(handle.name):
+                line = "\n" + line  # a crashed writer's torn line must not swallow this run
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _ends_with_newline(path: str) -> bool:
+    with open(path, "rb") as raw:
+        raw.seek(-1, os.SEEK_END)
+        return raw.read(1) == b"\n"
 
 
 def load(out_dir: Path, service: str | None = None, limit: int = 30) -> list[dict[str, Any]]:
