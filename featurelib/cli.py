@@ -125,6 +125,18 @@ def _cmd_training_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def since_arg(text: str) -> datetime:
+    """A lower time bound: a duration back from now ("1h", "7d") or an ISO 8601 time."""
+    from featurelib.durations import parse_duration
+
+    if text and text[0].isdigit() and text[-1].isalpha():
+        try:
+            return datetime.now(UTC) - parse_duration(text, where="--since")
+        except FeaturelibError:
+            pass
+    return time_arg(text)
+
+
 def time_arg(text: str) -> datetime:
     """An ISO 8601 time (naive = UTC) or "now": the argparse type of every time option."""
     if text == "now":
@@ -392,6 +404,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FeaturelibError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug or an environment failure: never a bare traceback
+        if os.environ.get("FEATURELIB_DEBUG"):
+            raise
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc}\n"
+            "  hint: rerun with FEATURELIB_DEBUG=1 for the traceback, and report it if it is "
+            "a featurelib bug",
+            file=sys.stderr,
+        )
+        return 3
     except BrokenPipeError:  # output piped into `head` and the like
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from featurelib.cli import time_arg
+from featurelib.cli import since_arg, time_arg
 
 
 def _log(message: str) -> None:
@@ -167,7 +167,9 @@ def register(sub: Any, with_repo: Callable[[Any], Any]) -> None:
     p.set_defaults(func=_cmd_logs_flush)
     p = with_repo(logs_sub.add_parser("show", help="print flushed log rows"))
     p.add_argument("--service", required=True)
-    p.add_argument("--since", type=time_arg, default=None, help="logged_at >= this (ISO 8601)")
+    p.add_argument(
+        "--since", type=since_arg, default=None, help="logged_at >= this (ISO 8601, or 1h, 7d)"
+    )
     p.add_argument("--until", type=time_arg, default=None, help="logged_at < this (ISO 8601)")
     p.add_argument("--limit", type=int, default=20, help="show the last N rows (0: all)")
     p.add_argument("--columns", type=int, default=12, help="columns to print")

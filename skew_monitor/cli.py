@@ -6,8 +6,8 @@
 
 Writes `<out-dir>/<run-id>/report.html|report.json|summary.txt`, appends to
 `<out-dir>/history.jsonl`, prints the summary (stdout) and progress (stderr). Exit code: 0 clean,
-1 a threshold was breached (a check listed in --fail-on), 2 usage error. With --every the exit
-code is the last run's when the loop is stopped.
+1 a threshold was breached (a check listed in --fail-on), 2 usage error, 3 unexpected failure.
+With --every the exit code is the last run's when the loop is stopped.
 """
 
 from __future__ import annotations
