@@ -135,6 +135,16 @@ def run_once(
         window["first_logged_at"] = logs["logged_at"].min()
         window["last_logged_at"] = logs["logged_at"].max()
     notes: list[str] = []
+    if "degraded" in logs.columns:
+        # Rows served with default values while the online store was down say nothing about
+        # skew or drift: count them, leave them out.
+        degraded = int(logs["degraded"].fill_null(False).sum())
+        if degraded:
+            logs = logs.filter(pl.col("degraded").fill_null(False).not_())
+            notes.append(
+                f"{degraded:,} rows served with default values while the online store was "
+                "unavailable are left out of the replay, drift and expectations"
+            )
     older = logged_definitions(root, config.registry_url, logs, service, notes)
     replayed = replay(logs, service, repo, config.replay, say, older) if logs.height else None
     outputs = [f for f in service.output_names() if f in logs.columns]

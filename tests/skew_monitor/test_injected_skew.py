@@ -146,3 +146,23 @@ def test_shifted_numeric_distribution(setup: Setup, tmp_path: Path) -> None:
     score = feature(outcome, "score")
     assert score["wasserstein_norm"] == pytest.approx(2.5, abs=0.5)
     assert score["ks_statistic"] > 0.7
+
+
+def test_rows_served_with_defaults_during_an_outage_are_left_out(setup: Setup) -> None:
+    """Rows the service answered with default values (online store down, logged with
+    degraded = true) are neither mismatches nor drift: counted in a note, left out."""
+    served = cases.served(setup.tiny, setup.requests)
+    outage = pl.Series([i % 5 == 0 for i in range(setup.requests.height)])
+    online = served.with_columns(  # what the defaults mode served: every feature null
+        [pl.when(outage).then(None).otherwise(pl.col(c)).alias(c) for c in served.columns]
+    )
+    logs = cases.log_frame(setup.requests, online, service_version=setup.tiny.service.version)
+    logs = logs.with_columns(degraded=outage)
+    config = RunConfig(
+        service="shop", reference=str(setup.reference), out_dir=setup.base / "reports" / "outage"
+    )
+    outcome = run_once(setup.tiny.root, config, logs=logs, repo=setup.tiny.repo)
+    assert mismatching(outcome) == set()
+    assert drifted(outcome) == set()
+    assert outcome.report["rows"] == 400
+    assert any("100 rows served with default values" in n for n in outcome.report["notes"])
