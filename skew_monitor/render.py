@@ -41,7 +41,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;mar
 color:#222;max-width:1400px}
 h1{font-size:22px;margin-bottom:4px}h2{font-size:17px;margin-top:28px}
 .status{display:inline-block;padding:3px 10px;border-radius:4px;color:#fff;font-weight:bold}
-.ok{background:#2ca02c}.breach{background:#d62728}
+.status.ok{background:#2ca02c}.status.breach{background:#d62728}
 table{border-collapse:collapse;font-size:12px;margin-top:8px}
 th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f3f3f3;position:sticky;top:0}td.name,th.name{text-align:left}
