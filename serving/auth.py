@@ -2,9 +2,10 @@
 
 Tokens come from the config (`tokens: {token: [roles]}`) or `$FEATURELIB_SERVE_TOKENS`. A key is
 either `sha256:<hex digest of the token>` (preferred: the config then holds no secret, and the
-digest itself is not a token) or the plain token. With no tokens configured, auth is off. With tokens: scoring (OIP infer, model metadata,
-`/get-online-features`) needs `score`, `/push` needs `push`, `/admin/*` and `/metrics` need
-`admin`; health endpoints (`/v2/health/*`, `/v2`) stay open for probes.
+digest itself is not a token) or the plain token. With no tokens configured, auth is off. With
+tokens: scoring (OIP infer, model metadata, `/get-online-features`) needs `score`, `/push` needs
+`push`, `/admin/*` and `/metrics` need `admin`; health endpoints (`/v2/health/*`, `/v2`) stay
+open for probes.
 
 No token, a malformed header or an unknown token -> 401 (UNAUTHENTICATED); a known token
 without the role -> 403 (PERMISSION_DENIED). Tokens are compared by digest, so the lookup time

@@ -107,7 +107,11 @@ def test_train_then_list_and_show(
     assert (shown["version"], shown["flavor"], shown["service"]) == (2, "xgboost", "delay_svc")
     assert shown["feature_names"] == ["distance_km", "evening", "airline"]
     assert shown["aliases"] == ["champion"]
-    assert shown["attachments"] == ["expectations.json", "service_spec.json", "training_sample.parquet"]
+    assert shown["attachments"] == [
+        "expectations.json",
+        "service_spec.json",
+        "training_sample.parquet",
+    ]
     assert 0.5 < shown["metrics"]["auc"] <= 1.0
     assert shown["created_by"] == "alice"
     code, out, _ = run(capsys, "models", "show", "delay@1", "--repo", repo)
