@@ -150,7 +150,7 @@ class ScoringCore:
             assert served.router is not None  # served() checked readiness
             plan, signature = self._plan(served.loaded[served.router.champion].info.service)
             frame = signature.validate(inputs, extra=self.config.extra_columns, where=where)
-            route = served.router.route(frame.select(signature.keys).row(0))
+            route = served.router.route(tuple(frame.get_column(k)[0] for k in signature.keys))
             chosen = served.loaded[route.version]
             if chosen.info.service != signature.service:  # challenger on another service
                 plan, signature = self._plan(chosen.info.service)

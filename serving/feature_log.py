@@ -239,6 +239,7 @@ class FeatureLogger:
         self._spill: _SpillFile | None = None
         self._sequence = count()
         self._keys: dict[tuple[str, str | None], list[str] | None] = {}
+        self._status_ids: dict[tuple[str, ...], str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if background:
@@ -294,10 +295,20 @@ class FeatureLogger:
             rows=max(inputs.height, features.height),
             predictions=None if predictions is None else np.asarray(predictions, float).tolist(),
             columns=columns,
-            layout=f"{layout}-{layout_id(statuses)}",
+            layout=f"{layout}-{self._status_layout(statuses)}",
         )
         self._emit(stream_key(self.project, service), data)
         return True
+
+    def _status_layout(self, statuses: list[str]) -> str:
+        """`layout_id` of the status columns, cached (the same few lists on every request)."""
+        key = tuple(statuses)
+        found = self._status_ids.get(key)
+        if found is None:
+            if len(self._status_ids) > 256:
+                self._status_ids.clear()
+            found = self._status_ids[key] = layout_id(statuses)
+        return found
 
     def _key_columns(self, service: str, inputs: pl.DataFrame) -> list[str]:
         repo = self._repo()

@@ -105,6 +105,7 @@ class ServeMetrics:
             ("outcome",),
             registry=r,
         )
+        self._feature_children: dict[tuple[str, str, str], Counter] = {}
         self.store_unavailable = Counter(
             "featurelib_serve_store_unavailable",
             "Requests that met an unavailable online store, by outcome (error, defaults)",
@@ -126,9 +127,15 @@ class ServeMetrics:
 
     def observe_features(self, service: str, statuses: Mapping[str, Sequence[str]]) -> None:
         """Count each served value's status (one increment per feature and status seen)."""
+        children = self._feature_children
         for feature, values in statuses.items():
-            for status, count in Tally(values).items():
-                self.feature_status.labels(service, feature, status).inc(count)
+            counts = Tally(values) if len(values) > 1 else {values[0]: 1} if values else {}
+            for status, count in counts.items():
+                key = (service, feature, status)
+                child = children.get(key)
+                if child is None:  # labels() costs a lock and a tuple build: once per series
+                    child = children[key] = self.feature_status.labels(service, feature, status)
+                child.inc(count)
 
     def observe_predictions(self, model: str, version: int, predictions: np.ndarray) -> None:
         histogram = self.prediction.labels(model, str(version))

@@ -29,6 +29,7 @@ from featurelib.online.tiles import HopPlan, hop_plans
 from featurelib.sources import RequestSource
 from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
 
+_TEXT_KEY_TYPES = (pl.String(), pl.Int64())
 PRESENT = "PRESENT"
 NOT_FOUND = "NOT_FOUND"
 NULL_VALUE = "NULL_VALUE"
@@ -85,18 +86,13 @@ class ServingPlan:
         ]
         self.outputs = service.output_names()
         self.internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
-        self.output_exprs = [
-            pl.col(i).alias(o) for i, o in zip(self.internal, self.outputs, strict=True)
-        ]
-        # On-demand values get their status from a null mask computed in the same pass.
-        self.on_demand_nulls = {
-            f"{od.name}__{n}": f"__null{k}"
-            for k, (od, n) in enumerate((od, n) for od in on_demand for n in od.feature_names())
-        }
-        self.on_demand_null_exprs = [
-            pl.col(internal).is_null().alias(alias)
-            for internal, alias in self.on_demand_nulls.items()
-        ]
+        # On-demand values: status NULL_VALUE where null, else PRESENT.
+        self.on_demand_names = [f"{od.name}__{n}" for od in on_demand for n in od.feature_names()]
+        # Stored columns the on-demand expressions read (the rest never enters their frame).
+        stored_names = {f"{v.name}__{n}" for v in stored.values() for n in v.feature_names()}
+        self.on_demand_inputs = sorted(
+            {n for e in self.on_demand_exprs for n in e.meta.root_names() if n in stored_names}
+        )
         self.names = {v.name: [f"{v.name}__{n}" for n in v.feature_names()] for v in self.stored}
         self.ttl_us = {
             v.name: to_micros(v.ttl)
@@ -104,7 +100,19 @@ class ServingPlan:
             if isinstance(v, FeatureView) and v.ttl is not None
         }
         self.schema, self.stamp_exprs = _stored_schema(self.stored)
+        # Stored columns are built under their output names (when that is unambiguous and no
+        # timestamp cast needs the internal ones): the response needs no renaming pass.
+        rename = dict(zip(self.internal, self.outputs, strict=True))
+        renamed = [rename.get(n, n) for v in self.stored for n in self.names[v.name]]
+        unique = len(set(renamed)) == len(renamed)
+        self.stored_names = rename if unique and not self.stamp_exprs else {}
         self.key_sets, self.tag_exprs = _tag_exprs(self.stored)
+        declared = {(k, polars_dtype(t)) for v in self.stored for k, t in v.join_key_types.items()}
+        self.key_polars: dict[str, pl.DataType] | None = dict(declared)
+        if len(self.key_polars) < len(declared) or any(
+            t not in _TEXT_KEY_TYPES for t in self.key_polars.values()
+        ):
+            self.key_polars = None  # keys declared with two types, or other types: Polars path
         self.request_fields = sorted({f for od in on_demand for f in od.request_fields()})
         self.request_types = {
             name: dtype
@@ -113,6 +121,11 @@ class ServingPlan:
             if isinstance(item, RequestSource)
             for name, dtype in item.columns.items()
             if name in self.request_fields
+        }
+        # The Polars type each request field is served as (Timestamp: UTC microseconds).
+        self.request_polars = {
+            name: pl.Datetime("us", "UTC") if t.name == "Timestamp" else polars_dtype(t)
+            for name, t in self.request_types.items()
         }
 
     @staticmethod
@@ -210,8 +223,34 @@ def _tags(plan: ServingPlan, rows: pl.DataFrame) -> dict[tuple[str, ...], list[s
             f"entity rows lack join keys {missing} (needed by views {needing})",
             hint=f"pass them in every entity row; rows have {rows.columns}",
         )
+    if rows.height <= ROW_BUILD_LIMIT:
+        fast = _tags_small(plan, rows)
+        if fast is not None:
+            return fast
     tags = rows.select(plan.tag_exprs).to_dict(as_series=False)
     return {keys: tags[alias] for keys, alias in plan.key_sets.items()}
+
+
+def _tags_small(
+    plan: ServingPlan, rows: pl.DataFrame
+) -> dict[tuple[str, ...], list[str | None]] | None:
+    """`_tags` in Python for a few rows whose keys already have their declared type, String
+    or Int64 (Python's text of those equals Polars' cast to String), or None for the Polars
+    path."""
+    schema = rows.schema
+    if plan.key_polars is None or any(
+        schema[k] != plan.key_polars[k] for keys in plan.key_sets for k in keys
+    ):
+        return None
+    values = {k: rows.get_column(k).to_list() for keys in plan.key_sets for k in keys}
+    out: dict[tuple[str, ...], list[str | None]] = {}
+    for keys in plan.key_sets:
+        columns = [values[k] for k in keys]
+        out[keys] = [
+            None if None in row else layout.SEPARATOR.join(map(str, row))
+            for row in zip(*columns, strict=True)
+        ]
+    return out
 
 
 def get_online_features(
@@ -345,6 +384,9 @@ def _request_frame(plan: ServingPlan, rows: pl.DataFrame) -> pl.DataFrame:
             where=f"feature service {plan.service.name!r}",
             hint="send them with each entity row or in request_fields",
         )
+    schema = rows.schema
+    if all(schema[n] == plan.request_polars[n] for n in plan.request_types):
+        return pl.DataFrame([rows.get_column(n) for n in plan.request_types])  # already typed
     exprs = []
     for name, dtype in plan.request_types.items():
         if dtype.name == "Timestamp":
@@ -358,13 +400,18 @@ ROW_BUILD_LIMIT = 64  # below this many rows, building the frame row-wise is ~3x
 
 
 def _stored_frame(plan: ServingPlan, columns: dict[str, list[Any]]) -> pl.DataFrame:
+    """The decoded stored values as a frame, columns named by `plan.stored_names` (the output
+    name of each served column: no renaming afterwards)."""
     if not columns:
         return pl.DataFrame()
+    names = plan.stored_names
     height = len(next(iter(columns.values())))
     if height <= ROW_BUILD_LIMIT and set(columns) <= set(plan.schema):
-        schema = {name: plan.schema[name] for name in columns}
+        schema = {names.get(n, n): plan.schema[n] for n in columns}
         return pl.DataFrame(list(zip(*columns.values())), schema=schema, orient="row")
-    return pl.DataFrame(columns, schema_overrides=plan.schema, strict=False)
+    overrides = {names.get(n, n): t for n, t in plan.schema.items()}
+    renamed = {names.get(n, n): v for n, v in columns.items()}
+    return pl.DataFrame(renamed, schema_overrides=overrides, strict=False)
 
 
 def _assemble(
@@ -374,17 +421,33 @@ def _assemble(
     statuses: dict[str, list[str]],
     times: dict[str, list[datetime | None]],
 ) -> OnlineResponse:
-    frame = _stored_frame(plan, columns)
+    # Per-request cost matters here (a 1-row read is mostly fixed overhead): eager Polars
+    # operations each cost tens of microseconds whatever the height, and every expression
+    # adds more, so the on-demand expressions run on a frame of only their inputs and the
+    # output frame is put together from the columns instead of a select.
+    stored = _stored_frame(plan, columns)
     if plan.stamp_exprs:
-        frame = frame.with_columns(plan.stamp_exprs)
+        stored = stored.with_columns(plan.stamp_exprs)
+    by_name = dict(zip(stored.columns, stored.get_columns(), strict=True))
+    names = plan.stored_names
+    derived: dict[str, pl.Series] = {}
     if plan.on_demand_exprs:
         request = _request_frame(plan, rows)
-        frame = pl.concat([request, frame], how="horizontal").with_columns(plan.on_demand_exprs)
-    out = frame.select(*plan.output_exprs, *plan.on_demand_null_exprs)
-    for internal, null_column in plan.on_demand_nulls.items():
-        statuses[internal] = [NULL_VALUE if n else PRESENT for n in out[null_column]]
-    if plan.on_demand_null_exprs:
-        out = out.select(plan.outputs)
+        inputs = [by_name[names.get(c, c)].alias(c) for c in plan.on_demand_inputs]
+        base = [*request.get_columns(), *inputs]
+        source = pl.DataFrame(base) if base else stored  # no inputs: constants, one per row
+        derived = {s.name: s for s in source.select(plan.on_demand_exprs).get_columns()}
+        for internal in plan.on_demand_names:
+            statuses[internal] = [
+                NULL_VALUE if v is None else PRESENT for v in derived[internal].to_list()
+            ]
+    served = []
+    for internal, output in zip(plan.internal, plan.outputs, strict=True):
+        series = (
+            derived[internal] if internal in derived else by_name[names.get(internal, internal)]
+        )
+        served.append(series if series.name == output else series.alias(output))
+    out = pl.DataFrame(served)
     return OnlineResponse(
         out,
         {o: statuses[i] for i, o in zip(plan.internal, plan.outputs, strict=True)},
