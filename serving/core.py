@@ -158,7 +158,9 @@ class ScoringCore:
         at = feature_time or self.clock()
         response, degraded = self._read(plan, signature, frame, at)
         predictions = self._predict(chosen, response.features)
-        self._after(request_id, served, chosen, frame, response, predictions, at, signature)
+        self._after(
+            request_id, served, chosen, frame, response, predictions, at, signature, degraded
+        )
         return ScoreResult(
             request_id, model, chosen.info.version, predictions, response, route.arm, degraded
         )
@@ -230,6 +232,7 @@ class ScoringCore:
         predictions: np.ndarray,
         at: datetime,
         signature: Signature,
+        degraded: bool = False,
     ) -> None:
         """Feature log, metrics and shadow scoring: never allowed to fail the request."""
         info = chosen.info
@@ -248,6 +251,7 @@ class ScoringCore:
                     frame,
                     response,
                     predictions,
+                    degraded,
                 )
         except Exception:
             log.exception("feature logging / metrics failed for request %s", request_id)

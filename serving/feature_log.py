@@ -133,7 +133,9 @@ class _SpillFile:
 
     def append(self, key: str, data: bytes) -> None:
         record: bytes = msgpack.packb([key, data], use_bin_type=True)
-        os.write(self.fd, _LENGTH.pack(len(record)) + record)
+        view = memoryview(_LENGTH.pack(len(record)) + record)
+        while view:  # os.write may write less than asked (signals, full disk)
+            view = view[os.write(self.fd, view) :]
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -262,9 +264,11 @@ class FeatureLogger:
         inputs: pl.DataFrame,
         response: OnlineResponse,
         predictions: np.ndarray | None,
+        degraded: bool = False,
     ) -> bool:
         """Log one served request (all its rows); False when sampling skipped it. Never raises
-        on Redis failures (the entry is spilled to disk instead)."""
+        on Redis failures (the entry is spilled to disk instead). `degraded`: the features are
+        default values served while the online store was unavailable."""
         keys = self._key_columns(service, inputs)
         if self.sample_rate < 1.0:
             first = inputs.select(keys).row(0) if inputs.height and keys else ()
@@ -296,6 +300,7 @@ class FeatureLogger:
             predictions=None if predictions is None else np.asarray(predictions, float).tolist(),
             columns=columns,
             layout=f"{layout}-{self._status_layout(statuses)}",
+            degraded=degraded,
         )
         self._emit(stream_key(self.project, service), data)
         return True
@@ -362,7 +367,7 @@ class FeatureLogger:
                     next_flush = time.monotonic() + self.flush_interval_s
                     if self._healthy:
                         self.flush()
-            except (redis.RedisError, OSError) as exc:
+            except Exception as exc:  # the thread must outlive any one bad batch or blip
                 self.stats.errors += 1
                 self._say(f"background work failed, retrying: {type(exc).__name__}: {exc}")
 
@@ -430,8 +435,11 @@ class FeatureLogger:
             self.replay()
             if final_flush and self._healthy:
                 self.flush()
-        except (redis.RedisError, OSError) as exc:
-            self._say(f"final flush failed ({exc}); entries stay in Redis / the spill directory")
+        except Exception as exc:  # shutdown goes on: entries stay where they are, not lost
+            self._say(
+                f"final flush failed ({type(exc).__name__}: {exc}); entries stay in Redis / "
+                "the spill directory for `featurelib logs flush`"
+            )
         with self._lock:
             if self._spill is not None:
                 self._spill.close()
@@ -465,11 +473,16 @@ def read_logs(
     until: datetime | None = None,
 ) -> pl.DataFrame:
     """Flushed log rows of `service` with `since <= logged_at < until` (naive times are UTC),
-    de-duplicated on (request_id, row), ordered by logged_at, request_id, row. Files written
-    under different service versions may differ in columns: missing ones are null."""
+    ordered by logged_at, request_id, row.
+
+    At-least-once delivery can write an entry twice; such copies agree on (request_id, row,
+    logged_at) and only the first is kept (distinct requests that reuse a client-chosen id
+    differ in `logged_at`, so none is dropped). Files written under different service versions
+    may differ in columns (missing ones are null) or in a column's type (then it is read as
+    text in every file, so no file is dropped)."""
     directory = log_dir(Path(root)) / f"service={service}"
-    first = None if since is None else _aware(since).date()
-    last = None if until is None else _aware(until).date()
+    first = None if since is None else _aware(since).astimezone(UTC).date()
+    last = None if until is None else _aware(until).astimezone(UTC).date()
     files = [
         path
         for part in sorted(directory.glob("date=*"))
@@ -478,19 +491,54 @@ def read_logs(
     ]
     if not files:
         return pl.DataFrame(schema=META_SCHEMA)
-    frame = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+    frame = pl.concat(_scans_with_common_types(files), how="diagonal_relaxed")
     if since is not None:
         frame = frame.filter(pl.col("logged_at") >= _aware(since))
     if until is not None:
         frame = frame.filter(pl.col("logged_at") < _aware(until))
     out = (
-        frame.unique(subset=["request_id", "row"], keep="first", maintain_order=True)
+        frame.unique(subset=["request_id", "row", "logged_at"], keep="first", maintain_order=True)
         .sort("logged_at", "request_id", "row")
         .collect()
     )
+    missing = [pl.lit(None, t).alias(n) for n, t in META_SCHEMA.items() if n not in out.columns]
+    if missing:  # files written before a metadata column existed
+        out = out.with_columns(missing)
+    out = out.with_columns(pl.col("degraded").fill_null(False))
     statuses = [c for c in out.columns if c.startswith(STATUS_PREFIX)]
     data = [c for c in out.columns if c not in RESERVED and c not in statuses]
     return out.select(*META_SCHEMA, *data, *statuses)
+
+
+def _scans_with_common_types(files: Sequence[Path]) -> list[pl.LazyFrame]:
+    """One scan per file; a column whose types differ between files without a common supertype
+    (a feature that changed type with its service version) is read as text everywhere."""
+    schemas = [pl.read_parquet_schema(f) for f in files]
+    types: dict[str, set[pl.DataType]] = {}
+    for schema in schemas:
+        for name, dtype in schema.items():
+            types.setdefault(name, set()).add(dtype)
+    conflicting = set()
+    for name, found in types.items():
+        if len(found) > 1:
+            try:
+                pl.concat([pl.DataFrame(schema={name: t}) for t in found], how="vertical_relaxed")
+            except (pl.exceptions.SchemaError, pl.exceptions.InvalidOperationError):
+                conflicting.add(name)
+    scans = []
+    for path, schema in zip(files, schemas, strict=True):
+        scan = pl.scan_parquet(path)
+        as_text = [_as_text(n, schema[n]) for n in conflicting if n in schema]
+        scans.append(scan.with_columns(as_text) if as_text else scan)
+    return scans
+
+
+def _as_text(name: str, dtype: pl.DataType) -> pl.Expr:
+    if isinstance(dtype, pl.List):
+        inner = pl.col(name).list.eval(pl.element().cast(pl.String)).list.join(", ")
+        text = pl.format("[{}]", inner)
+        return pl.when(pl.col(name).is_null()).then(None).otherwise(text).alias(name)
+    return pl.col(name).cast(pl.String).alias(name)
 
 
 def _aware(moment: datetime) -> datetime:

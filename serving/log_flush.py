@@ -7,7 +7,8 @@ Payload (stream field `d`, one entry per served request): a msgpack map
     at   logged_at, epoch us (UTC)     ft   feature_time, epoch us
     svc  service                       sv   service version
     m    model (or nil)                mv   model version (or nil)
-    p    predictions (list, or nil)
+    p    predictions (list, or nil)     dg   degraded: default values served, store down
+                                       (absent in older entries: false)
     c    columns: [[name, dtype, values], ...]  entity keys and request fields, then features,
          then `status__<feature>` columns
     l    layout id: a hash of the columns' names and dtypes (entries sharing it are decoded
@@ -59,6 +60,7 @@ META_SCHEMA: dict[str, pl.DataType] = {
     "model": pl.String(),
     "model_version": pl.Int64(),
     "prediction": pl.Float64(),
+    "degraded": pl.Boolean(),
 }
 RESERVED = frozenset(META_SCHEMA)
 Hook = Callable[[str], None]
@@ -199,6 +201,7 @@ def encode_entry(
     predictions: list[float | None] | None,
     columns: list[list[Any]],
     layout: str | None = None,
+    degraded: bool = False,
 ) -> bytes:
     """The msgpack payload of one log entry (see the module docstring)."""
     packed: bytes = msgpack.packb(
@@ -214,6 +217,7 @@ def encode_entry(
             "n": rows,
             "p": predictions,
             "c": columns,
+            "dg": degraded,
             "l": layout or layout_id([[name, spec] for name, spec, _ in columns]),
         },
         use_bin_type=True,
@@ -265,6 +269,11 @@ def _same_layout_frame(entries: list[dict[str, Any]]) -> pl.DataFrame:
         pl.Series("model", repeat("m"), dtype=pl.String),
         pl.Series("model_version", repeat("mv"), dtype=pl.Int64),
         pl.Series("prediction", predictions, dtype=pl.Float64, strict=False),
+        pl.Series(
+            "degraded",
+            np.repeat(np.array([bool(e.get("dg", False)) for e in entries]), counts),
+            dtype=pl.Boolean,
+        ),
     ]
     columns = []
     for i, (name, spec, _) in enumerate(entries[0]["c"]):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ def test_round_trip_exact_values_dtypes_statuses_and_date_partitions(
 
     logs = read_logs(tmp_path, "svc")
     assert logs.height == 9
-    assert logs.columns[:9] == [
+    assert logs.columns[:10] == [
         "request_id",
         "row",
         "logged_at",
@@ -115,8 +115,10 @@ def test_round_trip_exact_values_dtypes_statuses_and_date_partitions(
         "model",
         "model_version",
         "prediction",
+        "degraded",
     ]
-    assert logs.columns[9:13] == ["carrier", "tailnum", "scheduled_departure", "distance"]
+    assert logs["degraded"].to_list() == [False] * 9
+    assert logs.columns[10:14] == ["carrier", "tailnum", "scheduled_departure", "distance"]
     assert logs.columns[-6:] == [
         "status__delay_mean",
         "status__flights",
@@ -221,7 +223,7 @@ def test_sampling_is_by_entity_hash_and_stable(store: RedisOnlineStore, tmp_path
         assert again == decisions[i]
     logger.flush()
     logs = read_logs(tmp_path, "flight_delay")
-    assert logs.columns[9:14] == ["carrier", "origin", "dest", "tailnum", "distance"]
+    assert logs.columns[10:15] == ["carrier", "origin", "dest", "tailnum", "distance"]
 
 
 def test_crash_between_write_and_ack_rewrites_same_file(
@@ -357,6 +359,10 @@ def test_a_feature_changing_type_between_versions_in_one_batch(
     kinds = sorted(str(pl.read_parquet(f).schema["delay_mean"]) for f in files)
     assert kinds == ["Float64", "List(Float64)"]
     assert store.client.xlen(stream_key("fltest", "svc")) == 0
+    # Read back together: the column that changed type is text in both versions' rows.
+    logs = read_logs(tmp_path, "svc")
+    assert logs.schema["delay_mean"] == pl.String
+    assert logs["delay_mean"].to_list() == ["0.5", None, "[1.0, 2.0]", "[1.0, 2.0]"]
 
 
 def test_flusher_recreates_its_group_after_the_stream_is_recreated(
@@ -371,3 +377,31 @@ def test_flusher_recreates_its_group_after_the_stream_is_recreated(
     log_one(logger, 2, T0)
     assert sum(r.entries for r in logger.flush()) == 1
     assert sorted(read_logs(tmp_path, "svc")["request_id"].unique()) == ["req-1", "req-2"]
+
+
+def test_reused_client_request_ids_are_not_collapsed(
+    store: RedisOnlineStore, tmp_path: Path
+) -> None:
+    """Three distinct requests with the same client-chosen id are three logged requests;
+    a replayed copy of one entry (at-least-once) is still dropped."""
+    logger = FeatureLogger(tmp_path, store, flush_interval_s=None, background=False)
+    inputs, response = request(1, rows=1)
+    for k in range(3):
+        at = T0 + timedelta(milliseconds=k)
+        logger.log("1", at, at, "svc", "v1", "m", 1, inputs, response, np.array([0.5]))
+    logger.flush()
+    copy = next((tmp_path / "data" / "feature_log").rglob("*.parquet"))
+    pl.read_parquet(copy).write_parquet(copy.with_name("copy-" + copy.name))
+    logs = read_logs(tmp_path, "svc")
+    assert logs["request_id"].to_list() == ["1", "1", "1"]
+    assert logs["logged_at"].n_unique() == 3
+
+
+def test_read_logs_selects_partitions_by_utc_date(store: RedisOnlineStore, tmp_path: Path) -> None:
+    logger = FeatureLogger(tmp_path, store, flush_interval_s=None, background=False)
+    log_one(logger, 1, T0)  # 23:59:58 UTC on June 1st, rows in the date=2013-06-01 partition
+    logger.flush()
+    india = timezone(timedelta(hours=5, minutes=30))
+    since = (T0 - timedelta(seconds=1)).astimezone(india)  # 05:29:57 on June 2nd there
+    assert read_logs(tmp_path, "svc", since=since).height == 2
+    assert read_logs(tmp_path, "svc", until=since).height == 0

@@ -192,3 +192,5 @@ def test_feature_log_loses_nothing_across_a_redis_outage(
     assert sorted(ours["request_id"].to_list()) == sorted(served)
     during = ours.filter(pl.col("request_id").str.starts_with("outage-during"))
     assert during["temp"].to_list() == [None] * 4  # served with defaults (none configured)
+    assert during["degraded"].to_list() == [True] * 4  # so the skew monitor leaves them out
+    assert not ours.filter(pl.col("degraded").not_())["request_id"].str.contains("during").any()
