@@ -258,7 +258,7 @@ class ScoringCore:
         shadows = [v for v in served.shadows if v != info.version]
         if shadows and self.shadow.sampled():
             for number in shadows:
-                self._shadow(served, number, frame, response, predictions, info.service)
+                self._shadow(served, number, frame, response, predictions, info.service, at)
 
     def _shadow(
         self,
@@ -268,6 +268,7 @@ class ScoringCore:
         response: OnlineResponse,
         live: np.ndarray,
         live_service: str,
+        at: datetime,
     ) -> None:
         shadow = served.loaded[number]
 
@@ -277,9 +278,7 @@ class ScoringCore:
                 if shadow.info.service != live_service:  # its own features, read in background
                     plan, signature = self._plan(shadow.info.service)
                     inputs = signature.validate(frame, where=f"shadow {shadow.info.ref}")
-                    features = get_online_features(
-                        self.store, plan, inputs, at=self.clock()
-                    ).features
+                    features = get_online_features(self.store, plan, inputs, at=at).features
                 predictions = shadow.model.predict(features)
             except Exception:
                 self.metrics.observe_shadow(served.name, number, "failed")
@@ -363,6 +362,13 @@ class ScoringCore:
         definition = self._service(service, features)
         plan, signature = self._plan(definition)
         columns = {**entities, **(request_context or {})}
+        scalars = sorted(n for n, v in columns.items() if not isinstance(v, list | tuple))
+        if scalars:  # a string is a sequence too: "UA" would become two rows, "U" and "A"
+            raise BadRequestError(
+                f"entity / request_context values must be lists, one value per row: {scalars}",
+                where="get-online-features",
+                hint='e.g. "entities": {"carrier": ["UA", "AA"]}',
+            )
         lengths = {name: len(values) for name, values in columns.items()}
         if len(set(lengths.values())) > 1:
             raise BadRequestError(
@@ -418,6 +424,12 @@ class ScoringCore:
             raise BadRequestError(
                 f"'to' = {to!r} is not a push target",
                 hint="use online, offline or online_and_offline",
+            )
+        if source not in self.definitions.repo.sources:  # before a lock is kept for the name
+            raise FeatureNotFoundError(
+                f"no source named {source!r} to push to",
+                where="push",
+                hint=f"sources are: {sorted(self.definitions.repo.sources)}",
             )
         lock = self._push_locks.setdefault(source, threading.Lock())
         with lock:  # a Pusher is used by one thread at a time

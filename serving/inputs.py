@@ -147,7 +147,18 @@ def _convert(frame: pl.DataFrame, column: InputColumn, where: str) -> pl.Series:
         if series.len() <= SMALL and not any(v != v for v in series.to_list() if v is not None):
             return series  # no NaN (checked in Python: cheaper than a Polars pass on few rows)
         return series.fill_nan(None)  # NaN is a missing value, as offline
-    return series if dtype == target else series.cast(target)
+    if dtype == target:
+        return series
+    cast = series.cast(target, strict=False)
+    if cast.null_count() > series.null_count():  # e.g. a UINT64 beyond Int64's range
+        row = int((cast.is_null() & series.is_not_null()).arg_max() or 0)
+        raise BadRequestError(
+            f"input column {column.name!r} row {row}: {series[row]!r} does not fit "
+            f"{column.describe()}",
+            where=where,
+            hint=f"send {column.name!r} values within the range of {column.dtype.name}",
+        )
+    return cast
 
 
 def _timestamps(series: pl.Series, column: InputColumn, where: str) -> pl.Series:

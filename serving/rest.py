@@ -112,7 +112,14 @@ def decode_inputs(body: Any) -> tuple[pl.DataFrame, str | None]:
     request id."""
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object", where="infer request")
-    content_type = (body.get("parameters") or {}).get("content_type", "pd")
+    parameters = body.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequestError(
+            "'parameters' must be an object",
+            where="infer request",
+            hint='e.g. {"content_type": "pd"}',
+        )
+    content_type = parameters.get("content_type", "pd")
     if content_type != "pd":
         raise BadRequestError(
             f"content_type {content_type!r} is not supported",
@@ -151,7 +158,7 @@ def _decode_tensor(tensor: Any, position: int) -> pl.Series:
     name = tensor["name"]
     where = f"infer request: input {name!r}"
     datatype = tensor.get("datatype")
-    if datatype not in _POLARS_TYPES:
+    if not isinstance(datatype, str) or datatype not in _POLARS_TYPES:
         raise BadRequestError(
             f"datatype {datatype!r} is not supported",
             where=where,
@@ -165,7 +172,7 @@ def _decode_tensor(tensor: Any, position: int) -> pl.Series:
     shape = tensor.get("shape")
     if (
         not isinstance(shape, list)
-        or not all(isinstance(d, int) for d in shape)
+        or not all(isinstance(d, int) and d >= 0 for d in shape)
         or _product(shape) != len(data)
     ):
         raise BadRequestError(
@@ -265,7 +272,10 @@ def create_app(core: ScoringCore, auth: Authenticator) -> Starlette:
                     message = f"internal error in {name}: {type(exc).__name__}: {exc}"
                 else:
                     message = str(exc)
-                model = model or request.path_params.get("name", "")
+                # Only served models become metric labels: names from unauthenticated or bad
+                # requests would create unbounded series.
+                named = request.path_params.get("name", "")
+                model = model or (named if named in core.catalog.snapshot.models else "")
                 return JSONResponse({"error": message}, status_code=status)
             finally:
                 metrics.in_flight.labels(TRANSPORT).dec()

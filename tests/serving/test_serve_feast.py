@@ -104,6 +104,12 @@ def test_feature_endpoint_errors(http: httpx.Client) -> None:
     )
     assert missing.status_code == 400
     assert "missing input column 'dest'" in missing.json()["error"]
+    scalar = http.post(
+        "/get-online-features",
+        json={"feature_service": "flight_delay", "entities": {"carrier": "UA"}},
+    )
+    assert scalar.status_code == 400  # "UA" is not read as two rows, "U" and "A"
+    assert "must be lists" in scalar.json()["error"]
 
 
 def test_push_updates_the_online_store(http: httpx.Client) -> None:

@@ -173,6 +173,14 @@ def test_rest_errors_name_the_field_and_what_was_expected(http: httpx.Client) ->
     shape["inputs"][0]["shape"] = [2]
     assert "shape [2]" in _error(http.post(url, json=shape), 400)
     assert "not valid JSON" in _error(http.post(url, content=b"{nope"), 400)
+    odd = infer_body(ROWS) | {"parameters": [1]}
+    assert "'parameters' must be an object" in _error(http.post(url, json=odd), 400)
+    listed = infer_body(ROWS)
+    listed["inputs"][0]["datatype"] = ["BYTES"]
+    assert "datatype ['BYTES'] is not supported" in _error(http.post(url, json=listed), 400)
+    negative = infer_body(ROWS)
+    negative["inputs"][0]["shape"] = [-1, -3]
+    assert "shape [-1, -3]" in _error(http.post(url, json=negative), 400)
 
 
 def test_rest_oversized_body_is_413(http: httpx.Client) -> None:
@@ -263,6 +271,8 @@ def test_requests_are_counted_by_version_and_status(http: httpx.Client, stub: An
         )
         assert served >= 1
     assert metric_value(text, "featurelib_serve_requests_total", status="404") >= 1
+    # Names of models that are not served never become labels (unbounded series otherwise).
+    assert 'model="nope"' not in text
     present = metric_value(
         text,
         "featurelib_serve_feature_status_total",
