@@ -33,6 +33,7 @@ Predictions of rest, grpc and the Feast pipeline are compared before timing.
 
 Usage:
     python benchmarks/serving.py              # default run (~6 min)
+    BENCH_SERVE_CONFIG=serve.yaml python benchmarks/serving.py --quick   # featurelib settings
     python benchmarks/serving.py --quick      # smoke run (< 2 min)
     python benchmarks/serving.py --quick | tail -n 1 | python -m json.tool > /dev/null
 

@@ -167,6 +167,8 @@ def start_featurelib(repo: Path, redis_url: str, http: int, grpc: int, log: Path
         "--grpc-port", str(grpc), "--registry", registry_url(repo), "--redis-url", redis_url,
         "--now", READ_AT.isoformat(),
     ]  # fmt: skip
+    if os.environ.get("BENCH_SERVE_CONFIG"):
+        argv += ["--config", os.environ["BENCH_SERVE_CONFIG"]]
     sink = log.open("w")
     return subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=clean_env())
 

@@ -22,6 +22,8 @@
     max_rows: 10000              # more rows in one request -> 413
     tokens: {"sha256:<hex digest>" or <token>: [score, push, admin]}  # or FEATURELIB_SERVE_TOKENS
     log_sample_rate: 1.0         # fraction of requests written to the feature log
+    log_flush_interval_s: 10.0   # in-process flush of the log buffer to Parquet; null: leave it
+                                 # to `featurelib logs flush` (e.g. a sidecar or cron)
     reload_interval_s: 1.0       # registry polling period (hot reload of aliases and versions)
     definitions_interval_s: 5.0  # feature registry polling period
     threads: 16                  # gRPC worker threads (REST uses the event loop's thread pool)
@@ -95,6 +97,7 @@ class ServeConfig:
     max_rows: int = 10_000
     tokens: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     log_sample_rate: float = 1.0
+    log_flush_interval_s: float | None = 10.0
     reload_interval_s: float = 1.0
     definitions_interval_s: float = 5.0
     threads: int = 16
