@@ -26,19 +26,10 @@ from featurelib.errors import FeaturelibError
 from featurelib.offline.engine import training_set
 from featurelib.repo import Repo
 from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
+from serving.log_flush import META_SCHEMA
 
 Progress = Callable[[str], None]
-LOG_COLUMNS = (
-    "request_id",
-    "row",
-    "logged_at",
-    "feature_time",
-    "service",
-    "service_version",
-    "model",
-    "model_version",
-    "prediction",
-)
+LOG_COLUMNS = tuple(META_SCHEMA)  # the feature log's metadata columns (serving/CONTRACT.md)
 SPINE_TIME = "feature_time"
 QUANTILES = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
 

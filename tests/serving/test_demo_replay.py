@@ -114,3 +114,4 @@ def test_skew_report_on_served_traffic_is_clean(
     assert [f["feature"] for f in features if f["mismatches"]] == []
     assert all(f["rows_compared"] == report["rows"] > 50 for f in features)
     assert [f["feature"] for f in features if f["drifted"]] == []
+    assert report["notes"] == [], report["notes"]  # e.g. no metadata column taken for a feature
