@@ -62,6 +62,7 @@ from pit_engines import (
     Config,
     generate,
     run_engine,
+    verdict_lines,
     verdicts,
 )
 
@@ -375,10 +376,8 @@ def report(
     for key, value in figures.items():
         if value is not None:
             print(f"{key:<45} {value}")
-    print("\n== targets ==")
-    for key, v in verdicts(figures, TARGETS).items():
-        state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
-        print(f"{key:<36} {v['value']!s:>8}  target {v['target']:<8} {state}")
+    for line in verdict_lines(figures, TARGETS):
+        print(line)
 
 
 def main() -> None:

@@ -58,7 +58,7 @@ from typing import Any
 
 from offline_pit import code_version, ensure_data, machine_info, spawn
 from online_engines import CASES, DB, run_child
-from pit_engines import FULL, QUICK, verdicts
+from pit_engines import FULL, QUICK, verdict_lines, verdicts
 
 HERE = Path(__file__).resolve().parent
 
@@ -294,10 +294,8 @@ def report(
     for key, value in figures.items():
         if value is not None and ("ratio" in key or "speedup" in key):
             print(f"{key:<48} {value}")
-    print("\n== targets ==")
-    for key, v in verdicts(figures, TARGETS).items():
-        state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
-        print(f"{key:<36} {v['value']!s:>8}  target {v['target']:<8} {state}")
+    for line in verdict_lines(figures, TARGETS):
+        print(line)
 
 
 def main() -> None:

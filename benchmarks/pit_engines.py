@@ -243,6 +243,15 @@ def verdicts(figures: dict[str, Any], targets: dict[str, tuple[str, float]]) -> 
     return out
 
 
+def verdict_lines(figures: dict[str, Any], targets: dict[str, tuple[str, float]]) -> list[str]:
+    """The "== targets ==" lines every benchmark prints before its JSON line."""
+    lines = ["\n== targets =="]
+    for key, v in verdicts(figures, targets).items():
+        state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
+        lines.append(f"{key:<36} {v['value']!s:>8}  target {v['target']:<8} {state}")
+    return lines
+
+
 def setup_feast(data_dir: Path, spine_path: Path, store_type: str, repo: Path) -> Timed:
     import pandas as pd
     from feast import FeatureStore

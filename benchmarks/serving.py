@@ -63,7 +63,7 @@ importlib.import_module("serving.registry")
 sys.path.append(_HERE)
 
 from offline_pit import code_version, machine_info  # noqa: E402
-from pit_engines import verdicts  # noqa: E402
+from pit_engines import verdict_lines, verdicts  # noqa: E402
 from serving_engines import (  # noqa: E402
     READ_AT,
     engine_worker,
@@ -292,10 +292,8 @@ def report(results: dict[str, dict[str, Any]], figures: dict[str, Any]) -> None:
     for key, value in figures.items():
         if "ratio" in key or "throughput" in key:
             say(f"{key:<36} {value}")
-    say("\n== targets ==")
-    for key, v in verdicts(figures, TARGETS).items():
-        state = "n/a (not measured)" if v["met"] is None else "MET" if v["met"] else "MISSED"
-        say(f"{key:<28} {v['value']!s:>8}  target {v['target']:<8} {state}")
+    for line in verdict_lines(figures, TARGETS):
+        say(line)
 
 
 def main() -> None:
