@@ -238,11 +238,7 @@ class ModelCatalog:
             return cached
         info = self.registry.get(name, version)
         model = self.registry.load(info)
-        self._check(info, model)
-        if model.flavor == "xgboost":
-            # One thread per prediction: requests already run in parallel, and XGBoost's
-            # thread pool costs ~2 ms per call on a 1-row batch (0.3 ms single-threaded).
-            model.estimator.set_param({"nthread": 1})
+        self._check(info, model)  # threads per prediction: set on load (serving.model)
         model.predict(pl.DataFrame({n: [None] for n in model.feature_names}))  # warm-up
         loaded = LoadedVersion(info, model)
         self._loaded[key] = loaded
