@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from featurelib.cli import since_arg, time_arg
+from featurelib.offline.io import write_parquet_atomically
 
 
 def _log(message: str) -> None:
@@ -107,11 +108,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
             timestamp_column=args.timestamp_column,
             progress=_log,
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    scores.write_parquet(tmp)
-    tmp.replace(out)
+    out = write_parquet_atomically(scores, Path(args.out), what="scores")
     print(f"{out}\t{scores.height} rows\t{scores['model'][0] if scores.height else ''}")
     return 0
 

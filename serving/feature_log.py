@@ -33,7 +33,6 @@ Flushing: the same thread runs `LogFlusher` every `flush_interval_s` (None: neve
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import socket
 import struct
@@ -71,11 +70,11 @@ from serving.log_flush import (
     log_dir,
     stream_key,
 )
+from serving.routing import key_fraction
 
 __all__ = ["FeatureLogger", "LoggerStats", "read_logs", "sampled", "service_keys", "spill_dir"]
 
 _LENGTH = struct.Struct(">I")
-KEY_SEPARATOR = "\x1f"
 Log = Callable[[str], None]
 
 
@@ -98,9 +97,8 @@ def sampled(key_values: Sequence[Any], rate: float) -> bool:
         return True
     if rate <= 0.0:
         return False
-    text = KEY_SEPARATOR.join("" if v is None else str(v) for v in key_values)
-    digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64 < rate
+    # The unpersonalized hash: what earlier releases sampled with, so the same entities stay in.
+    return key_fraction(key_values, person=b"") < rate
 
 
 @dataclass

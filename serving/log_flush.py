@@ -47,6 +47,8 @@ import numpy as np
 import polars as pl
 import redis
 
+from featurelib.offline.io import write_parquet_atomically
+
 FORMAT_VERSION = 1
 GROUP = "featurelib-log"
 STATUS_PREFIX = "status__"
@@ -284,24 +286,6 @@ def _same_layout_frame(entries: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame([*meta, *columns])
 
 
-def write_parquet_atomically(frame: pl.DataFrame, path: Path) -> None:
-    """Write `frame` to a temporary file, fsync it, rename it over `path`, fsync the dir."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp)
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 # ----------------------------------------------------------------------------- flusher
 
 
@@ -463,15 +447,8 @@ class LogFlusher:
             frame = entries_frame([entry for _, entry in items])
             name = f"{items[0][0].decode()}-{items[-1][0].decode()}.parquet"
             path = directory / f"date={day}" / name
-            write_parquet_atomically(frame, path)
+            write_parquet_atomically(frame, path, what="feature log")
             result.files.append(path)
             result.rows += frame.height
             result.entries += len(items)
         return dead
-
-
-def flush_all(
-    root: Path, client: redis.Redis, project: str, *, claim_idle_ms: int = 60_000
-) -> list[FlushResult]:
-    """Flush every service's log stream once (what `featurelib logs flush` runs)."""
-    return LogFlusher(root, client, project, claim_idle_ms=claim_idle_ms).flush()

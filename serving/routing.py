@@ -31,8 +31,9 @@ _SCALE = float(1 << 64)
 SEPARATOR = "\x1f"  # unit separator: cannot occur in ordinary key values
 
 
-def key_fraction(values: Sequence[Any]) -> float:
-    """A stable number in [0, 1) for entity key values (same on every process and machine).
+def key_fraction(values: Sequence[Any], person: bytes = b"fl-route") -> float:
+    """A stable number in [0, 1) for entity key values (same on every process and machine);
+    each use (`person`) gets its own independent hash of the same keys.
 
     >>> key_fraction(["UA", "EWR"]) == key_fraction(["UA", "EWR"])
     True
@@ -42,7 +43,7 @@ def key_fraction(values: Sequence[Any]) -> float:
     text = SEPARATOR.join("" if v is None else str(v) for v in values)
     # Personalized: independent of the feature log's sampling hash over the same keys, so a
     # logged sample holds champion and challenger traffic in their routed proportions.
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"fl-route").digest()
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=person).digest()
     return int.from_bytes(digest, "big") / _SCALE
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ import polars as pl
 
 from featurelib.compile.polars_expr import TIMESTAMP, featurelib_dtype, polars_dtype
 from featurelib.dtypes import DType
-from featurelib.errors import SourceError, SpineError
+from featurelib.errors import FeaturelibError, SourceError, SpineError
 from featurelib.sources import BatchSource
 
 ORDER = "__order"  # source order: the tie-break after event and created timestamps
@@ -228,3 +230,32 @@ def cast_keys(frame: pl.LazyFrame, keys: Mapping[str, DType]) -> pl.LazyFrame:
     return frame.with_columns(
         [pl.col(k).cast(polars_dtype(t), strict=False) for k, t in keys.items()]
     )
+
+
+def write_parquet_atomically(
+    frame: pl.DataFrame, path: Path, *, what: str = "Parquet file"
+) -> Path:
+    """Write `frame` to `path` atomically and durably: a temporary name in the same directory,
+    fsync, rename over `path`, fsync the directory. Readers see the old file or the whole new
+    one, never a part; a failure removes the temporary file and raises FeaturelibError."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise FeaturelibError(
+            f"cannot write the {what}: {exc}",
+            where=str(path),
+            hint="check free space and permissions, then retry",
+        ) from exc
+    return path

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -77,6 +76,7 @@ from featurelib.offline.io import (
     prepare_source_frame,
     push_log_dir,
     read_source,
+    write_parquet_atomically,
 )
 from featurelib.online.materialize import (
     TOUCHED,
@@ -614,25 +614,5 @@ def _parse_claim(rest: str) -> tuple[str, int, str]:
 
 
 def _write_log(frame: pl.DataFrame, path: Path) -> Path:
-    """Write `frame` to `path` atomically and durably (temporary name, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame.write_parquet(tmp)
-        with tmp.open("rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise FeaturelibError(
-            f"cannot write the push log: {exc}",
-            where=str(path),
-            hint="check free space and permissions; nothing of this batch was logged, retry",
-        ) from exc
-    return path
+    """Write `frame` to `path` atomically and durably (nothing of a failed batch is logged)."""
+    return write_parquet_atomically(frame, path, what="push log")
