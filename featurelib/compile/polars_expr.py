@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -11,6 +12,9 @@ from featurelib import dtypes
 from featurelib.dtypes import DType
 from featurelib.errors import ExpressionTypeError
 from featurelib.expr import DT_PARTS, Call, Column, FeatureRef, Literal, Node, When
+
+if TYPE_CHECKING:
+    from featurelib.views import OnDemandView
 
 TIMESTAMP = pl.Datetime("us", "UTC")
 
@@ -52,6 +56,16 @@ def featurelib_dtype(dtype: pl.DataType) -> DType:
 def cast_declared(expr: pl.Expr, dtype: DType) -> pl.Expr:
     """`expr` cast to a known declared type; left as computed when the type is Unknown."""
     return expr.cast(polars_dtype(dtype), strict=False) if dtype.is_known else expr
+
+
+def on_demand_exprs(view: OnDemandView, *, qualified: bool = True) -> list[pl.Expr]:
+    """The view's features as Polars expressions cast to their declared types: the one
+    compilation the offline engine, online reads and the Feast UDF all evaluate. Output names
+    are `<view>__<feature>` (`qualified`) or the feature names."""
+    return [
+        cast_declared(to_polars(node), dtype).alias(f"{view.name}__{n}" if qualified else n)
+        for (n, node), dtype in zip(view.features, view.feature_dtypes().values(), strict=True)
+    ]
 
 
 def default_column(node: Column | FeatureRef) -> pl.Expr:

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from featurelib.compile.polars_expr import polars_dtype, to_polars
+from featurelib.compile.polars_expr import on_demand_exprs, polars_dtype
 from featurelib.dtypes import DType
 from featurelib.errors import SpecError
 from featurelib.expr import Column, FeatureRef, walk
@@ -77,11 +77,7 @@ def compile_view(spec: str) -> Compiled:
             for name, dtype in item.feature_dtypes().items():
                 if FeatureRef(item.name, name) in leaves:
                     inputs[f"{item.name}__{name}"] = dtype
-    outputs = [
-        to_polars(node).cast(polars_dtype(dtype), strict=False).alias(name)
-        for (name, node), dtype in zip(view.features, view.feature_dtypes().values(), strict=True)
-    ]
-    return Compiled(view, inputs, outputs)
+    return Compiled(view, inputs, on_demand_exprs(view, qualified=False))
 
 
 def _column(name: str, values: list[Any], dtype: DType) -> pl.Series:

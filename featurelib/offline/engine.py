@@ -10,7 +10,7 @@ from typing import Any
 
 import polars as pl
 
-from featurelib.compile.polars_expr import cast_declared, to_polars
+from featurelib.compile.polars_expr import on_demand_exprs, to_polars
 from featurelib.errors import SpineError
 from featurelib.offline import plain, windows
 from featurelib.offline.io import ORDER, cast_keys, frame_columns, read_source, read_spine
@@ -214,11 +214,7 @@ def training_set(
             )
     joined = pl.concat(parts, how="horizontal")
     for od in on_demand:
-        exprs = [
-            cast_declared(to_polars(node), dtype).alias(f"{od.name}__{n}")
-            for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
-        ]
-        joined = joined.with_columns(exprs)
+        joined = joined.with_columns(on_demand_exprs(od))
     outputs = service.output_names(full_feature_names=full_feature_names)
     internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
     spine_cols = [c for c in frame.columns if c != ROW]

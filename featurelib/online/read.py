@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import redis
 
-from featurelib.compile.polars_expr import cast_declared, polars_dtype, to_polars
+from featurelib.compile.polars_expr import on_demand_exprs, polars_dtype
 from featurelib.durations import to_micros
 from featurelib.offline.windows import dyadic_blocks
 from featurelib.online import layout, merge
@@ -79,11 +79,7 @@ class ServingPlan:
         for view in self.stored:
             if isinstance(view, AggregationView):
                 self.layouts[view.name] = {p.hop_us: self._layout(view, p) for p in hop_plans(view)}
-        self.on_demand_exprs = [
-            cast_declared(to_polars(node), dtype).alias(f"{od.name}__{n}")
-            for od in on_demand
-            for (n, node), dtype in zip(od.features, od.feature_dtypes().values(), strict=True)
-        ]
+        self.on_demand_exprs = [e for od in on_demand for e in on_demand_exprs(od)]
         self.outputs = service.output_names()
         self.internal = [f"{p.view.name}__{n}" for p in service.projections for n, _ in p.features]
         # On-demand values: status NULL_VALUE where null, else PRESENT.

@@ -197,3 +197,16 @@ def test_csv_repo_udf_equals_the_offline_features(csv_repo: Path) -> None:
     out = odfv.feature_transformation.udf(inputs)
     for name in repo.view("ratio").feature_names():
         assert out[name] == frame[f"ratio__{name}"].to_list(), name
+
+
+def test_udf_keeps_values_whose_type_is_not_declared(tmp_path: Path) -> None:
+    """An input view over a source without a declared schema has Unknown feature types: the
+    Feast UDF leaves them as computed, as training_set and online reads do (it cast them to
+    null)."""
+    from featurelib.feast.udf import evaluate
+
+    carrier = fl.Entity("carrier", {"carrier": fl.String})
+    source = fl.ParquetSource("s", str(tmp_path / "s.parquet"), timestamp_field="ts")
+    view = fl.FeatureView("v", [carrier], source, {"d": fl.col("delay")})
+    odv = fl.OnDemandView("od", [view], {"d2": fl.col("d") * 2})
+    assert evaluate(fl.dumps(odv), {"v__d": [1.5, 2.0]}) == {"d2": [3.0, 4.0]}
