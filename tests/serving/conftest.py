@@ -21,9 +21,9 @@ Helpers (`ServerProcess` running `featurelib serve` as a real process, `infer_bo
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -31,17 +31,12 @@ from serve_support import MODEL, SERVICE, TRAIN_WINDOW, TREES, ServerProcess, ma
 
 from featurelib.online.testing import RedisProcess
 
-_DATA_SKIP = ("redis", "_push_log", "feature_log", "models.db*", "registry.db*", "*.lock")
-
 
 @pytest.fixture(scope="session")
-def serving_repo(demo_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def serving_repo(copy_demo_repo: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the demo repo (see the module docstring)."""
-    root = tmp_path_factory.mktemp("serving_repo")
-    for name in ("definitions.py", "feature_store.yaml"):
-        shutil.copy(demo_repo / name, root / name)
-    shutil.copytree(demo_repo / "data", root / "data", ignore=shutil.ignore_patterns(*_DATA_SKIP))
-    return root
+    path: Path = copy_demo_repo(tmp_path_factory.mktemp("serving_repo"))
+    return path
 
 
 @pytest.fixture(scope="session")

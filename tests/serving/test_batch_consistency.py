@@ -4,9 +4,9 @@ fields, feature time) rows with the version that answered gives the same predict
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,11 +29,9 @@ REPLAY = datetime(2013, 7, 15, 12, 0, 30, tzinfo=UTC)
 
 
 def test_online_predictions_of_logged_requests_equal_batch_scoring(
-    demo_repo: Path, trained_registry: Path, redis_server: RedisProcess, tmp_path: Path
+    copy_demo_repo: Any, trained_registry: Path, redis_server: RedisProcess, tmp_path: Path
 ) -> None:
-    root = tmp_path / "repo"  # a private copy: this test's logs are the only ones in it
-    skip = shutil.ignore_patterns("feature_log", "_push_log", "models.db*", "redis")
-    shutil.copytree(demo_repo, root, ignore=skip)
+    root = copy_demo_repo(tmp_path / "repo")  # private: this test's logs are the only ones
     spine = pl.read_parquet(root / "data" / "spine.parquet")
     repo = load_serving_repo(root)
     service = repo.service("flight_delay")

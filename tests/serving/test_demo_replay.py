@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -38,7 +38,7 @@ def replay_redis() -> Iterator[RedisProcess]:
 
 @pytest.fixture(scope="module")
 def replayed(
-    serving_repo: Path,
+    copy_demo_repo: Any,
     trained_registry: Path,
     replay_redis: RedisProcess,
     tmp_path_factory: pytest.TempPathFactory,
@@ -47,10 +47,7 @@ def replayed(
     from featurelib.online.api import materialize_range, open_store
     from featurelib.repo import Repo
 
-    root = tmp_path_factory.mktemp("demo_replay")
-    for name in ("definitions.py", "feature_store.yaml"):
-        shutil.copy(serving_repo / name, root / name)
-    shutil.copytree(serving_repo / "data", root / "data", ignore=shutil.ignore_patterns("redis"))
+    root = copy_demo_repo(tmp_path_factory.mktemp("demo_replay"))  # no other test's logs
     registry = registry_copy(trained_registry, root)
     repo = Repo.load(root)
     materialize_range(open_store(repo, replay_redis.url), repo, EPOCH, START)

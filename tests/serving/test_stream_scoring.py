@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -31,20 +30,13 @@ from serving.registry import ModelRegistry
 KEYS = ["carrier", "origin", "dest", "tailnum"]
 
 
-def copy_demo(demo_repo: Path, target: Path) -> Path:
-    """A private copy of the demo repo: pushes and logs here touch no other test's data."""
-    skip = shutil.ignore_patterns("feature_log", "_push_log", "models.db*", "redis")
-    shutil.copytree(demo_repo, target, dirs_exist_ok=True, ignore=skip)
-    return target
-
-
 @pytest.fixture(scope="module")
 def trained_repo(
-    demo_repo: Path, trained_registry: Path, tmp_path_factory: pytest.TempPathFactory
+    copy_demo_repo: Any, trained_registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str]:
     """A private demo repo copy and a private copy of the shared test registry (MODEL v1 =
     champion, v2 = challenger)."""
-    root = copy_demo(demo_repo, tmp_path_factory.mktemp("stream_repo"))
+    root = copy_demo_repo(tmp_path_factory.mktemp("stream_repo"))
     return root, registry_copy(trained_registry, tmp_path_factory.mktemp("stream_registry"))
 
 

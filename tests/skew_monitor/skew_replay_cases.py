@@ -8,7 +8,6 @@ Jan 20 served from an older row is a stale materialization.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -227,8 +226,3 @@ def write_log_files(root: Path, logs: pl.DataFrame, service: str = "shop") -> Pa
         directory.mkdir(parents=True, exist_ok=True)
         part.write_parquet(directory / "0-0.parquet")
     return base
-
-
-def copy_tree(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    return dst

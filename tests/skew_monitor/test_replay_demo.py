@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -20,8 +21,11 @@ T = datetime(2013, 12, 20, 17, 0, tzinfo=UTC)  # the time the demo "serves" at
 REQUESTS, ROWS_PER_REQUEST = 12, 25
 
 
-def test_demo_logs_replay_with_zero_mismatches(demo_repo: Path, redis_server: RedisProcess) -> None:
+def test_demo_logs_replay_with_zero_mismatches(
+    copy_demo_repo: Any, redis_server: RedisProcess, tmp_path: Path
+) -> None:
     redis_url = redis_server.flushed_url()  # the session's throwaway server, emptied
+    demo_repo = copy_demo_repo(tmp_path / "repo")  # logs and reports stay in this copy
     repo = Repo.load(demo_repo)
     service = repo.service("flight_delay")
     store = open_store(repo, redis_url)
