@@ -8,9 +8,11 @@ restarted on the same port, and cleans up when closed, garbage-collected or at e
 from __future__ import annotations
 
 import contextlib
+import queue
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -229,4 +231,37 @@ class RedisProcess:
             f"redis-server did not answer within {self.start_timeout:g} s",
             where=str(self.dir),
             hint=_log_tail(self.log_path, log_offset),
+        )
+
+
+class StderrLines:
+    """The stderr lines of a child process, read by a background thread, so a test can wait
+    for a line with a deadline instead of blocking forever on a silent process."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        if process.stderr is None:
+            raise ValueError("start the process with stderr=subprocess.PIPE and text=True")
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        stream = process.stderr
+
+        def pump() -> None:
+            for line in stream:
+                self._lines.put(line)
+
+        threading.Thread(target=pump, name="stderr-lines", daemon=True).start()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> None:
+        """Return once a line containing `text` was printed; AssertionError after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self._lines.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self.seen.append(line)
+            if text in line:
+                return
+        raise AssertionError(
+            f"no {text!r} on stderr within {timeout:g}s; it said: {''.join(self.seen)}"
         )

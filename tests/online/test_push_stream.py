@@ -11,11 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,8 @@ from featurelib.online.materialize import materialize
 from featurelib.online.push import PushError, push
 from featurelib.online.read import ServingPlan, get_online_features
 from featurelib.online.store import RedisOnlineStore
-from featurelib.online.stream import StreamConsumer
+from featurelib.online.stream import PAUSE_ENV, StreamConsumer
+from featurelib.online.testing import StderrLines
 from featurelib.repo import Repo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -438,24 +437,10 @@ def test_stream_event_that_breaks_the_push_is_dead_lettered_alone(
     assert client.xpending("p:events", "fl")["pending"] == 0
 
 
-def _wait_for(lines: queue.Queue[str], text: str, timeout: float = 60.0) -> None:
-    deadline = datetime.now(UTC) + timedelta(seconds=timeout)
-    seen = []
-    while datetime.now(UTC) < deadline:
-        try:
-            line = lines.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        seen.append(line)
-        if text in line:
-            return
-    raise AssertionError(f"no {text!r} on the consumer's stderr; it said: {''.join(seen)}")
-
-
 def _start_consumer(
     repo_dir: Path, redis_url: str, stream: str, consumer: str, pause: str | None
-) -> tuple[subprocess.Popen[str], queue.Queue[str]]:
-    env = {**os.environ, "FEATURELIB_STREAM_TEST_PAUSE": pause or ""}
+) -> tuple[subprocess.Popen[str], StderrLines]:
+    env = {**os.environ, PAUSE_ENV: pause or ""}
     command = [
         sys.executable,
         "-m",
@@ -483,15 +468,7 @@ def _start_consumer(
     proc = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return proc, lines
+    return proc, StderrLines(proc)
 
 
 @pytest.mark.parametrize(
@@ -513,7 +490,7 @@ def test_consumer_killed_mid_batch_applies_everything_exactly_once(
         xadd_event(client, stream, row)
     proc, lines = _start_consumer(repo_dir, redis_url, stream, "c1", pause)
     try:
-        _wait_for(lines, f"paused at {pause}")
+        lines.wait_for(f"paused at {pause}")
     finally:
         proc.kill()
         proc.wait(timeout=10)
@@ -551,7 +528,7 @@ def test_consumer_stops_gracefully_on_sigterm(
     xadd_event(client, "term:events", event("q1", "u1", T, 1.0, 1))
     proc, lines = _start_consumer(repo_dir, redis_url, "term:events", "c1", None)
     try:
-        _wait_for(lines, "SIGTERM/SIGINT stop")
+        lines.wait_for("SIGTERM/SIGINT stop")
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=20)
         assert proc.stdout is not None
@@ -559,7 +536,7 @@ def test_consumer_stops_gracefully_on_sigterm(
     finally:
         proc.kill()
     assert proc.returncode == 0
-    _wait_for(lines, "SIGTERM: stopping after the current batch", timeout=5)
+    lines.wait_for("SIGTERM: stopping after the current batch", timeout=5)
     stats = json.loads(out)
     assert stats["failures"] == 0
     assert client.xpending("term:events", "g")["pending"] == 0

@@ -22,7 +22,7 @@ from featurelib.demo.stream import new_flights, send
 from featurelib.online.api import get_features, materialize_incremental, open_store
 from featurelib.online.live import load_serving_repo
 from featurelib.online.stream import PAUSE_ENV
-from featurelib.online.testing import RedisProcess
+from featurelib.online.testing import RedisProcess, StderrLines
 from serving.batch import score_batch
 from serving.feature_log import read_logs
 from serving.registry import ModelRegistry
@@ -142,11 +142,10 @@ def test_consumer_killed_after_push_loses_nothing_and_pushes_once(
     argv += ["--registry", registry_url, "--now", now.isoformat(), "--no-feature-log"]
     env = {**os.environ, PAUSE_ENV: "pushed"}
     with subprocess.Popen(argv, stderr=subprocess.PIPE, env=env, text=True) as process:
-        assert process.stderr is not None
-        for line in process.stderr:
-            if "paused at pushed" in line:
-                break
-        process.kill()
+        try:
+            StderrLines(process).wait_for("paused at pushed")  # a deadline, never a hang
+        finally:
+            process.kill()
     assert store.client.xlen("out2") == 0
     assert store.client.xpending("in2", "g")["pending"] == 5
 
