@@ -273,15 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _push_store(args: argparse.Namespace) -> tuple[Any, Any]:
-    from featurelib.online.connection import connect
+    from featurelib.online.api import open_store
     from featurelib.online.live import load_serving_repo
-    from featurelib.online.project import project_name
-    from featurelib.online.store import RedisOnlineStore
 
     # The definitions serving reads (registry after `feast apply`), so view versions match.
     repo = load_serving_repo(Path(args.repo).resolve())
-    client = connect(args.redis_url, repo_root=repo.root)
-    return RedisOnlineStore(client, project_name(repo.root)), repo
+    return open_store(repo, args.redis_url), repo
 
 
 def _read_rows_file(path: Path) -> Any:

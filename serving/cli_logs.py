@@ -19,12 +19,9 @@ def _log(message: str) -> None:
 
 
 def _store(args: argparse.Namespace) -> Any:
-    from featurelib.online.connection import connect
-    from featurelib.online.project import project_name
-    from featurelib.online.store import RedisOnlineStore
+    from featurelib.online.api import open_store
 
-    root = Path(args.repo).resolve()
-    return RedisOnlineStore(connect(args.redis_url, repo_root=root), project_name(root))
+    return open_store(Path(args.repo), args.redis_url)
 
 
 # ----------------------------------------------------------------------------- logs

@@ -289,10 +289,8 @@ def open_stream_scorer(
     log: Log | None = None,
 ) -> StreamScorer:
     """A `StreamScorer` with everything it needs opened (`.close()` closes it all)."""
-    from featurelib.online.connection import connect
+    from featurelib.online.api import open_store
     from featurelib.online.live import LiveDefinitions
-    from featurelib.online.project import project_name
-    from featurelib.online.store import RedisOnlineStore
     from serving.config import ServeConfig
     from serving.core import ScoringCore
     from serving.feature_log import FeatureLogger
@@ -300,17 +298,23 @@ def open_stream_scorer(
     from serving.server import replay_clock
 
     name, ref = split_model_ref(model)
-    store = RedisOnlineStore(connect(redis_url, repo_root=root), project_name(root))
+    store = open_store(root, redis_url)
     registry = ModelRegistry.open(registry_url, repo_root=root)
-    definitions = LiveDefinitions(root)
-    # The serve configuration's routing, shadows and log sampling apply here too.
+    # The serve configuration's routing, shadows, definitions refresh and feature log apply
+    # here too, as in `featurelib serve`.
     config = ServeConfig.load(config_path)
+    definitions = LiveDefinitions(root, interval=config.definitions_interval_s)
     config = replace(config, models=(name,), max_rows=max(config.max_rows, batch_size))
     clock = replay_clock(now)  # the same feature clock as `featurelib serve --now`
     logger = None
     if log_features:
         logger = FeatureLogger(
-            root, store, definitions=definitions, sample_rate=config.log_sample_rate, log=log
+            root,
+            store,
+            definitions=definitions,
+            sample_rate=config.log_sample_rate,
+            flush_interval_s=config.log_flush_interval_s,
+            log=log,
         )
     core = ScoringCore(
         root, store=store, registry=registry, definitions=definitions, config=config,

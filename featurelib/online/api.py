@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -32,9 +33,11 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _PLANS: dict[tuple[str, str], ServingPlan] = {}
 
 
-def open_store(repo: Repo, url: str | None = None) -> RedisOnlineStore:
-    """The repo's online store: `url`, else REDIS_URL, else the repo's embedded Redis."""
-    return RedisOnlineStore(connect(url, repo_root=repo.root), project_name(repo.root))
+def open_store(repo: Repo | Path, url: str | None = None) -> RedisOnlineStore:
+    """The online store of a repo (or repo directory): `url`, else REDIS_URL, else the repo's
+    embedded Redis."""
+    root = repo.root if isinstance(repo, Repo) else Path(repo).resolve()
+    return RedisOnlineStore(connect(url, repo_root=root), project_name(root))
 
 
 def stored_views(
