@@ -15,7 +15,7 @@ non-null of |a - b| / ((|a| + |b|) / 2) (0 when both are 0; range [0, 2]), the p
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -468,13 +468,3 @@ def jsonable(value: Any) -> Any:
 
 def _jsonable_row(row: Mapping[str, Any]) -> dict[str, Any]:
     return {k: jsonable(v) for k, v in row.items()}
-
-
-def summarize(result: ReplayResult, names: Sequence[str] | None = None) -> list[str]:
-    """One line per feature: name, match rate, mismatches (for logs and the text summary)."""
-    wanted = set(names) if names else None
-    return [
-        f"{f.feature}: match {f.match_rate:.4%} ({f.mismatches:,} of {f.rows_compared:,} differ)"
-        for f in result.features
-        if wanted is None or f.feature in wanted
-    ]
