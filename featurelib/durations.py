@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from featurelib.errors import DefinitionError
 
@@ -57,6 +57,28 @@ def format_duration(value: timedelta) -> str:
 def to_micros(value: timedelta) -> int:
     """Whole microseconds in `value` (exact, no float rounding)."""
     return (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` as an aware datetime; a naive one is read as UTC (featurelib's convention)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def epoch_micros(moment: datetime) -> int:
+    """Microseconds since the Unix epoch, exactly (`timestamp() * 1e6` is off by one for about
+    1% of microsecond times); naive = UTC.
+
+    Examples:
+        >>> epoch_micros(datetime(2013, 1, 1, 0, 0, 0, 1))
+        1356998400000001
+        >>> moment = datetime(2004, 8, 10, 16, 42, 41, 688547, tzinfo=UTC)
+        >>> epoch_micros(moment), int(moment.timestamp() * 1_000_000)  # the float is 1 us short
+        (1092156161688547, 1092156161688546)
+    """
+    return to_micros(as_utc(moment) - EPOCH)
 
 
 def default_hop(window: timedelta) -> timedelta:

@@ -53,6 +53,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from featurelib.durations import epoch_micros
 from featurelib.online.live import LiveDefinitions
 from featurelib.online.read import OnlineResponse
 from featurelib.online.store import RedisOnlineStore
@@ -456,9 +457,7 @@ class FeatureLogger:
 
 
 def _micros(moment: datetime) -> int:
-    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    delta = aware - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return epoch_micros(moment)
 
 
 # ----------------------------------------------------------------------------- reading

@@ -47,6 +47,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 
+from featurelib.durations import epoch_micros
 from featurelib.errors import RepoError
 from featurelib.feast.registry import definition_of
 from featurelib.online import layout
@@ -143,8 +144,7 @@ def _read_time(config: RepoConfig) -> datetime:
 
 
 def _micros(value: datetime) -> int:
-    aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return int(aware.timestamp() * 1_000_000)
+    return epoch_micros(value)
 
 
 def entity_rows(entity_keys: Sequence[EntityKeyProto]) -> list[dict[str, Any]]:

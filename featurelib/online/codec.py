@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import struct
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgpack
+
+from featurelib.durations import epoch_micros
 
 _HEADER = struct.Struct(">QQ")
 _FLIP = 1 << 63
@@ -45,8 +47,7 @@ def decode_states(data: bytes) -> list[Any]:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
-        return int(aware.timestamp() * 1_000_000)
+        return epoch_micros(value)
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
     return value

@@ -20,6 +20,7 @@ from typing import Any
 import polars as pl
 
 from featurelib.compile.polars_expr import TIMESTAMP, to_polars
+from featurelib.durations import epoch_micros
 from featurelib.offline.engine import aggregation_events
 from featurelib.offline.io import cast_keys, frame_columns, read_source
 from featurelib.online import layout
@@ -46,7 +47,7 @@ class MaterializeResult:
 
 
 def _micros(value: datetime) -> int:
-    return int(value.timestamp() * 1_000_000)
+    return epoch_micros(value)
 
 
 def entity_expr(keys: list[str]) -> pl.Expr:

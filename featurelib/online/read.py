@@ -20,7 +20,7 @@ import polars as pl
 import redis
 
 from featurelib.compile.polars_expr import on_demand_exprs, polars_dtype
-from featurelib.durations import to_micros
+from featurelib.durations import epoch_micros, to_micros
 from featurelib.offline.windows import dyadic_blocks
 from featurelib.online import layout, merge
 from featurelib.online.codec import decode_row, decode_states
@@ -260,7 +260,7 @@ def get_online_features(
     rows = entity_rows if isinstance(entity_rows, pl.DataFrame) else pl.DataFrame(entity_rows)
     if request_fields:
         rows = rows.with_columns([pl.Series(k, list(v)) for k, v in request_fields.items()])
-    now_us = int((at or datetime.now(UTC)).timestamp() * 1_000_000)
+    now_us = epoch_micros(at or datetime.now(UTC))
     single = not isinstance(store.client, redis.RedisCluster)  # MGET spans slots only there
     pipe = store.client.pipeline(transaction=False)
     work: list[tuple[FeatureView | AggregationView, list[str | None], list[str], Any]] = []
