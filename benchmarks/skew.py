@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from pit_engines import verdict_lines, verdicts
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # run from a checkout without installing
@@ -225,14 +226,6 @@ def time_expectations(reference: Path, current: Path) -> dict[str, Any]:
     }
 
 
-def verdicts(figures: dict[str, Any]) -> dict[str, bool | None]:
-    out: dict[str, bool | None] = {}
-    for key, (op, limit) in TARGETS.items():
-        value = figures.get(key)
-        out[key] = None if value is None else (value >= limit if op == ">=" else value <= limit)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -292,7 +285,9 @@ def main() -> None:
         "machine": machine_info(),
         "code": code_version(),
     }
-    figures["targets_met"] = verdicts(figures)
+    figures["targets"] = verdicts(figures, TARGETS)
+    for line in verdict_lines(figures, TARGETS):
+        print(line)
     print(json.dumps(figures))
 
 

@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
+    from pit_engines import verdict_lines, verdicts
+
     from featurelib.offline.engine import training_set
     from featurelib.repo import Repo
     from skew_monitor.replay import replay
@@ -111,9 +113,12 @@ def main() -> None:
         ),
         "rows_per_s": logs.height / statistics.median(replayed),
         "mismatched_features": mismatched,
-        "target_replay_s": TARGET_SECONDS,
-        "met": statistics.median(replayed) < TARGET_SECONDS and not mismatched,
+        "mismatched_feature_count": len(mismatched),
     }
+    targets = {"replay_s": ("<=", TARGET_SECONDS), "mismatched_feature_count": ("<=", 0)}
+    figures["targets"] = verdicts(figures, targets)
+    for line in verdict_lines(figures, targets):
+        print(line)
     print(json.dumps(figures))
 
 
