@@ -244,7 +244,7 @@ class FeaturelibOnlineStore(OnlineStore):
                         f"rows written to view {view.name!r} lack features {missing}",
                         hint="featurelib stores whole rows: write every feature of the view",
                     )
-                row = [_plain(feast_value_type_to_python_type(values[n])) for n in names]
+                row = [feast_value_type_to_python_type(values[n]) for n in names]
                 created = None if created_ts is None else _micros(created_ts)
                 rows.append((tag, _micros(event_ts), created, row))
             with _redis_errors(store):
@@ -314,10 +314,3 @@ class FeaturelibOnlineStore(OnlineStore):
 def _maybe_view(table: Any) -> StoredView | None:
     view = definition_of(table)
     return view if isinstance(view, FlFeatureView | AggregationView) else None
-
-
-def _plain(value: Any) -> Any:
-    """A Feast Python value in featurelib's stored form (timestamps as microseconds)."""
-    if isinstance(value, datetime):
-        return _micros(value)
-    return value

@@ -57,12 +57,6 @@ def entity_expr(keys: list[str]) -> pl.Expr:
     ).alias(ENTITY)
 
 
-def _plain_value(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _micros(value)
-    return value
-
-
 def latest_rows(
     view: FeatureView,
     source: pl.LazyFrame,
@@ -102,7 +96,7 @@ def latest_rows(
 def write_latest(store: RedisOnlineStore, view: FeatureView, latest: pl.DataFrame) -> int:
     """Keep-newest writes of `latest_rows` output; returns the rows sent."""
     payload = (
-        (entity, event_us, created_us, [_plain_value(v) for v in values])
+        (entity, event_us, created_us, values)  # codec.encode_row stores datetimes as micros
         for entity, event_us, created_us, *values in latest.iter_rows()
     )
     return store.write_rows(view.name, view.version, payload)
