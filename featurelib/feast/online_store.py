@@ -132,7 +132,7 @@ def delete_view_data(store: RedisOnlineStore, view: StoredView) -> int:
             batch = []
     if batch:
         deleted += int(store.client.unlink(*batch))
-    store.client.delete(f"fl:{store.project}:mat:{view.name}:{view.version}")
+    store.client.delete(layout.materialized_key(store.project, view.name, view.version))
     return deleted
 
 

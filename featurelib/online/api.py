@@ -19,6 +19,7 @@ from typing import Any
 
 import polars as pl
 
+from featurelib.online import layout
 from featurelib.online.connection import connect
 from featurelib.online.materialize import MaterializeResult, materialize
 from featurelib.online.project import project_name
@@ -62,7 +63,7 @@ def stored_views(
 
 
 def _state_key(store: RedisOnlineStore, view: FeatureView | AggregationView) -> str:
-    return f"fl:{store.project}:mat:{view.name}:{view.version}"
+    return layout.materialized_key(store.project, view.name, view.version)
 
 
 def last_materialized(

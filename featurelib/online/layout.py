@@ -41,6 +41,11 @@ def aggregation_key(project: str, view: str, version: str, entity: str) -> bytes
     return f"fl:{project}:a:{view}:{version}:{{{entity}}}".encode()
 
 
+def materialized_key(project: str, view: str, version: str) -> str:
+    """The view's incremental materialization state: the last end written (ISO 8601)."""
+    return f"fl:{project}:mat:{view}:{version}"
+
+
 def block_field(hop_us: int, level: int, block: int) -> bytes:
     return f"{hop_us}:{level}:{block}".encode()
 
