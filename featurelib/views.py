@@ -662,6 +662,24 @@ class FeatureService:
                 hint='rename with view[["f"]].rename({"f": "new"}) or use full_feature_names',
             )
 
+    def required_views(
+        self,
+    ) -> tuple[list[FeatureView | AggregationView], list[OnDemandView]]:
+        """Stored views to read (on-demand inputs included) and on-demand views to evaluate,
+        each once, in first-use order: what the offline engine and online reads both need."""
+        stored: dict[str, FeatureView | AggregationView] = {}
+        on_demand: dict[str, OnDemandView] = {}
+        for proj in self.projections:
+            view = proj.view
+            if isinstance(view, OnDemandView):
+                for item in view.inputs:
+                    if isinstance(item, FeatureView | AggregationView):
+                        stored.setdefault(item.name, item)
+                on_demand.setdefault(view.name, view)
+            else:
+                stored.setdefault(view.name, view)
+        return list(stored.values()), list(on_demand.values())
+
     def output_names(self, *, full_feature_names: bool = False) -> list[str]:
         if full_feature_names:
             return [f"{p.view.name}__{n}" for p in self.projections for n, _ in p.features]

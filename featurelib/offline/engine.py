@@ -16,7 +16,7 @@ from featurelib.offline import plain, windows
 from featurelib.offline.io import ORDER, cast_keys, frame_columns, read_source, read_spine
 from featurelib.offline.states import State
 from featurelib.repo import Repo
-from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
+from featurelib.views import AggregationView, FeatureService, FeatureView
 
 ROW = "__row"
 Progress = Callable[[str], None]
@@ -26,26 +26,8 @@ def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _required_views(
-    service: FeatureService,
-) -> tuple[list[FeatureView | AggregationView], list[OnDemandView]]:
-    """Stored views needed (including on-demand inputs) and on-demand views, in first-use order."""
-    stored: dict[str, FeatureView | AggregationView] = {}
-    on_demand: dict[str, OnDemandView] = {}
-    for proj in service.projections:
-        view = proj.view
-        if isinstance(view, OnDemandView):
-            for item in view.inputs:
-                if isinstance(item, FeatureView | AggregationView):
-                    stored.setdefault(item.name, item)
-            on_demand.setdefault(view.name, view)
-        else:
-            stored.setdefault(view.name, view)
-    return list(stored.values()), list(on_demand.values())
-
-
 def _check_spine(spine: pl.DataFrame, service: FeatureService, ts: str) -> None:
-    stored, on_demand = _required_views(service)
+    stored, on_demand = service.required_views()
     needed = {k: v.name for v in stored for k in v.join_keys}
     for od in on_demand:
         needed.update(dict.fromkeys(od.request_fields(), od.name))
@@ -191,7 +173,7 @@ def training_set(
     root = repo.root if isinstance(repo, Repo) else Path(repo or Path.cwd()).resolve()
     frame = read_spine(spine, timestamp_column)
     _check_spine(frame, service, timestamp_column)
-    stored, on_demand = _required_views(service)
+    stored, on_demand = service.required_views()
     frame = frame.with_row_index(ROW)
     all_keys: dict[str, Any] = {}
     for view in stored:

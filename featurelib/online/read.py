@@ -27,7 +27,7 @@ from featurelib.online.codec import decode_row, decode_states
 from featurelib.online.store import RedisOnlineStore
 from featurelib.online.tiles import HopPlan, hop_plans
 from featurelib.sources import RequestSource
-from featurelib.views import AggregationView, FeatureService, FeatureView, OnDemandView
+from featurelib.views import AggregationView, FeatureService, FeatureView
 
 _TEXT_KEY_TYPES = (pl.String(), pl.Int64())
 PRESENT = "PRESENT"
@@ -61,18 +61,7 @@ class ServingPlan:
 
     def __init__(self, service: FeatureService) -> None:
         self.service = service
-        stored: dict[str, FeatureView | AggregationView] = {}
-        on_demand: list[OnDemandView] = []
-        for proj in service.projections:
-            view = proj.view
-            if isinstance(view, OnDemandView):
-                on_demand.append(view)
-                for item in view.inputs:
-                    if isinstance(item, FeatureView | AggregationView):
-                        stored.setdefault(item.name, item)
-            else:
-                stored.setdefault(view.name, view)
-        self.stored = list(stored.values())
+        self.stored, on_demand = service.required_views()
         self.on_demand = on_demand
         self.layouts: dict[str, dict[int, _AggLayout]] = {}
         self._fields_cache: dict[tuple[Any, ...], tuple[list[bytes], list[Any]]] = {}
@@ -85,7 +74,7 @@ class ServingPlan:
         # On-demand values: status NULL_VALUE where null, else PRESENT.
         self.on_demand_names = [f"{od.name}__{n}" for od in on_demand for n in od.feature_names()]
         # Stored columns the on-demand expressions read (the rest never enters their frame).
-        stored_names = {f"{v.name}__{n}" for v in stored.values() for n in v.feature_names()}
+        stored_names = {f"{v.name}__{n}" for v in self.stored for n in v.feature_names()}
         self.on_demand_inputs = sorted(
             {n for e in self.on_demand_exprs for n in e.meta.root_names() if n in stored_names}
         )
